@@ -1,0 +1,78 @@
+# One entry point. `make demo` runs the toolkit on the embedded default (a local simulated
+# fleet); `make test` runs every test. Both set up what they need on a fresh Debian 12.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+SGLANG_VENV := .venv-sglang
+SGLANG_VERSION ?= 0.5.6.post1
+SIM_WHEEL := build/wheelhouse/sglang_sim-0.1.0-py3-none-any.whl
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: bootstrap testbed demo demo-down status plan test lint unit conformance \
+        integration molecule bench manifest clean
+
+## bootstrap: venv with the pinned controller tools, podman and the test image
+bootstrap: $(VENV)/.installed testbed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+testbed: $(VENV)/.installed
+	ansible-playbook tools/testbed/setup.yml
+
+# The real SGLang parser, CPU only: for the conformance test and the manifest generator.
+$(SGLANG_VENV)/.installed: tests/conformance/requirements.txt
+	python3 -m venv $(SGLANG_VENV)
+	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps sglang==$(SGLANG_VERSION)
+	touch $@
+
+$(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -path '*/__pycache__/*')
+	$(VENV)/bin/pip wheel --quiet --no-deps --wheel-dir build/wheelhouse tools/sglang_sim
+
+## demo: a local simulated fleet, converged by the real playbooks
+demo: bootstrap $(SIM_WHEEL)
+	ansible-playbook tools/demo/up.yml
+	ansible-playbook -i inventories/demo playbooks/site.yml
+	ansible-playbook -i inventories/demo playbooks/status.yml
+
+demo-down: $(VENV)/.installed
+	ansible-playbook tools/demo/down.yml
+
+## plan: render every host's unit without connecting (INVENTORY=inventories/production)
+INVENTORY ?= inventories/demo
+plan: $(VENV)/.installed
+	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
+
+## test: everything CI runs
+test: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL) lint unit conformance integration molecule
+
+lint: $(VENV)/.installed
+	yamllint --strict .
+	ansible-lint
+
+unit: $(VENV)/.installed
+	pytest -q tests/unit
+
+conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
+	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/conformance
+
+integration: bootstrap $(SIM_WHEEL)
+	pytest -q tests/integration
+
+molecule: bootstrap $(SIM_WHEEL)
+	molecule test --all
+
+## bench: converge timings on the demo fleet (prints a table)
+bench: bootstrap $(SIM_WHEEL)
+	python bench/converge
+
+## manifest: regenerate manifests/sglang/$(SGLANG_VERSION).json from SGLang's parser
+manifest: $(SGLANG_VENV)/.installed
+	$(SGLANG_VENV)/bin/python tools/gen_sglang_manifest.py > manifests/sglang/$(SGLANG_VERSION).json
+
+clean:
+	rm -rf $(VENV) $(SGLANG_VENV) build plan

@@ -1,0 +1,71 @@
+"""`python -m sglang_sim.launch_server <SGLang argv>`: the simulator's entry point.
+
+Knobs that SGLang has no flag for come from the environment, so the argv stays exactly
+the pinned version's:
+  SGLANG_SIM_LOAD_SECONDS    weights "load": the port stays closed (default 0)
+  SGLANG_SIM_WARMUP_SECONDS  /health answers 503 (default 0)
+  SGLANG_SIM_TTFT_MS, SGLANG_SIM_ITL_MS   latency model (default 0)
+  SGLANG_SIM_ACCURACY        chance a worked answer is right (default 1.0)
+  SGLANG_SIM_GSM8K           a GSM8K jsonl file, so its questions get their labels
+  SGLANG_SIM_SEED            varies which questions are answered wrongly
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from . import __version__, cli, rules
+from .answers import Model
+from .server import SIMULATED_VERSION, State, Timing, make_server
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = cli.parse(sys.argv[1:] if argv is None else argv)  # unknown flag: exit 2
+    errors = rules.check(args)
+    if errors:
+        for error in errors:
+            print(f"AssertionError: {error}", file=sys.stderr)
+        return 1
+    args.enable_dp_attention = rules.effective_dp_attention(args)
+    print(f"sglang_sim {__version__} (a test double of SGLang {SIMULATED_VERSION}, "
+          f"not SGLang): rank {args.node_rank}/{args.nnodes}, tp {args.tensor_parallel_size}, "
+          f"dp {args.data_parallel_size}, ep {args.expert_parallel_size}, model {args.model_path}", flush=True)
+    model = Model(_env_float("SGLANG_SIM_ACCURACY", 1.0),
+                  os.environ.get("SGLANG_SIM_SEED", ""),
+                  os.environ.get("SGLANG_SIM_GSM8K", ""))
+    timing = Timing(_env_float("SGLANG_SIM_TTFT_MS", 0) / 1000,
+                    _env_float("SGLANG_SIM_ITL_MS", 0) / 1000)
+    state = State(args, model, timing)
+
+    time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
+    server = make_server(state, args.host, args.port)
+
+    def warm_up() -> None:
+        time.sleep(_env_float("SGLANG_SIM_WARMUP_SECONDS", 0))
+        state.ready = True
+        print("The server is fired up and ready to roll!", flush=True)
+
+    def drain() -> None:
+        # Like SGLang: stop taking work, finish what is in flight (unbounded; the unit's
+        # TimeoutStopSec is the bound), then exit.
+        state.draining = True
+        while state.inflight:
+            time.sleep(0.05)
+        server.shutdown()
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=drain).start())
+    threading.Thread(target=warm_up, daemon=True).start()
+    server.serve_forever()
+    print("Drained; exiting.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""SGLang's HTTP API, simulated: the routes, auth rules, states and SSE framing."""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+from . import __version__
+from .answers import Model, Reply, kimi_tool_markup
+
+SIMULATED_VERSION = "0.5.6.post1"
+
+
+@dataclass
+class Timing:
+    ttft_s: float = 0.0
+    itl_s: float = 0.0
+
+
+@dataclass
+class State:
+    args: argparse.Namespace
+    model: Model
+    timing: Timing
+    ready: bool = False
+    draining: bool = False
+    inflight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counters: dict[str, float] = field(default_factory=lambda: {
+        "prompt_tokens": 0, "generation_tokens": 0, "requests": 0, "ttft_sum": 0.0})
+
+    @property
+    def served_name(self) -> str:
+        return self.args.served_model_name or self.args.model_path
+
+    @property
+    def thinking(self) -> bool:
+        return "thinking" in self.args.model_path.lower()
+
+
+def _words(text: str) -> list[str]:
+    return text.split(" ")
+
+
+def _apply_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
+    cut = [(text.index(s), s) for s in stop if s and s in text]
+    if not cut:
+        return text, None
+    at, matched = min(cut)
+    return text[:at], matched
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: State  # set on the subclass built by make_server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: journald gets enough
+        pass
+
+    # ------------------------------------------------------------ plumbing
+    def _json(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _text(self, code: int, body: str, ctype: str = "text/plain") -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(self, events: Iterator[Any]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for event in events:
+            payload = event if isinstance(event, str) else json.dumps(event)
+            self.wfile.write(f"data: {payload}\n\n".encode())
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}")
+
+    def _authorised(self) -> bool:
+        key = self.state.args.api_key
+        if not key or self.path.startswith(("/health", "/metrics")):
+            return True
+        return self.headers.get("Authorization", "") == f"Bearer {key}"
+
+    # ------------------------------------------------------------ dispatch
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        state = self.state
+        if path in ("/health", "/health_generate"):
+            ok = state.ready and not state.draining
+            return self._text(200 if ok else 503, "" if ok else "warming up or draining")
+        if state.args.node_rank >= 1:  # SGLang's non-zero ranks serve only /health
+            return self._json(404, {"detail": "Not Found"})
+        if not self._authorised():
+            return self._json(401, {"error": "Unauthorized"})
+        routes = {
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/get_model_info"): self._model_info,
+            ("GET", "/get_server_info"): self._server_info,
+            ("GET", "/metrics"): self._metrics,
+            ("POST", "/generate"): self._generate,
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/flush_cache"): lambda: self._text(200, "Cache flushed."),
+        }
+        route = routes.get((method, path))
+        if route is None:
+            return self._json(404, {"detail": "Not Found"})
+        if method == "GET":
+            return route()
+        if state.draining or not state.ready:
+            return self._json(503, {"error": "server is not ready"})
+        with state.lock:
+            state.inflight += 1
+        try:
+            route()
+        finally:
+            with state.lock:
+                state.inflight -= 1
+
+    # ------------------------------------------------------------ info routes
+    def _models(self) -> None:
+        name = self.state.served_name
+        self._json(200, {"object": "list", "data": [{
+            "id": name, "object": "model", "created": 0, "owned_by": "sglang",
+            "root": name, "max_model_len": self.state.args.context_length or 131072}]})
+
+    def _model_info(self) -> None:
+        args = self.state.args
+        self._json(200, {"model_path": args.model_path,
+                         "tokenizer_path": args.tokenizer_path or args.model_path,
+                         "is_generation": True, "weight_version": "default"})
+
+    def _server_info(self) -> None:
+        info = {k: v for k, v in vars(self.state.args).items() if k != "api_key"}
+        info["version"] = SIMULATED_VERSION
+        info["simulator"] = f"sglang_sim {__version__}: a test double, not SGLang"
+        self._json(200, info)
+
+    def _metrics(self) -> None:
+        if not self.state.args.enable_metrics:
+            return self._json(404, {"detail": "Not Found"})
+        c = self.state.counters
+        labels = f'{{model_name="{self.state.served_name}"}}'
+        lines = [
+            f"sglang:num_running_reqs{labels} {self.state.inflight}",
+            f"sglang:prompt_tokens_total{labels} {c['prompt_tokens']}",
+            f"sglang:generation_tokens_total{labels} {c['generation_tokens']}",
+            f"sglang:gen_throughput{labels} 0.0",
+            f"sglang:time_to_first_token_seconds_sum{labels} {c['ttft_sum']}",
+            f"sglang:time_to_first_token_seconds_count{labels} {c['requests']}",
+        ]
+        self._text(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+
+    # ------------------------------------------------------------ generation
+    def _account(self, prompt_tokens: int, completion_tokens: int) -> None:
+        with self.state.lock:
+            c = self.state.counters
+            c["prompt_tokens"] += prompt_tokens
+            c["generation_tokens"] += completion_tokens
+            c["requests"] += 1
+            c["ttft_sum"] += self.state.timing.ttft_s
+
+    def _generate(self) -> None:
+        body = self._body()
+        params = body.get("sampling_params") or {}
+        texts = body.get("text")
+        batch = isinstance(texts, list)
+        results = []
+        for prompt in (texts if batch else [texts or ""]):
+            raw = self.state.model.complete_prompt(prompt)
+            words = _words(raw)[: int(params.get("max_new_tokens") or 128)]
+            text, matched = _apply_stop(" ".join(words), params.get("stop") or [])
+            finish = ({"type": "stop", "matched": matched} if matched else
+                      {"type": "length", "length": len(words)})
+            n_out = max(1, len(text.split()))
+            results.append((prompt, text, n_out, finish))
+        start = time.monotonic()
+        if body.get("stream") and not batch:
+            return self._sse(self._generate_stream(*results[0], start))
+        time.sleep(self.state.timing.ttft_s + self.state.timing.itl_s * max(
+            r[2] for r in results))
+        out = []
+        for prompt, text, n_out, finish in results:
+            n_in = len(prompt.split())
+            self._account(n_in, n_out)
+            out.append({"text": text, "meta_info": {
+                "id": uuid.uuid4().hex, "finish_reason": finish, "prompt_tokens": n_in,
+                "completion_tokens": n_out, "cached_tokens": 0,
+                "e2e_latency": time.monotonic() - start}})
+        self._json(200, out if batch else out[0])
+
+    def _generate_stream(self, prompt: str, text: str, n_out: int, finish: dict[str, Any],
+                         start: float) -> Iterator[Any]:
+        time.sleep(self.state.timing.ttft_s)
+        words = text.split(" ")
+        for i in range(1, len(words) + 1):
+            if i > 1:
+                time.sleep(self.state.timing.itl_s)
+            done = i == len(words)
+            yield {"text": " ".join(words[:i]), "meta_info": {
+                "id": "stream", "prompt_tokens": len(prompt.split()), "completion_tokens": i,
+                "finish_reason": finish if done else None,
+                "e2e_latency": time.monotonic() - start}}
+        self._account(len(prompt.split()), n_out)
+
+    def _chat_reply(self, body: dict[str, Any]) -> tuple[Reply, str]:
+        args = self.state.args
+        tools = body.get("tools") or []
+        if body.get("tool_choice") == "none":
+            tools = []
+        reply = self.state.model.chat(body.get("messages") or [], tools, self.state.thinking)
+        if reply.tool_calls and not args.tool_call_parser:
+            reply = Reply(kimi_tool_markup(reply.tool_calls), reply.reasoning)
+        if reply.reasoning and not args.reasoning_parser:
+            # No parser: the thinking model's <think> block stays inside content.
+            reply = Reply(f"<think>{reply.reasoning}</think>{reply.content}", "",
+                          reply.tool_calls)
+        elif args.reasoning_parser and not self.state.thinking:
+            # The 0.5.6.post1 trap: kimi_k2 reasoning parser on a non-thinking model.
+            reply = Reply("", (reply.reasoning + " " + reply.content).strip(),
+                          reply.tool_calls)
+        return reply, "tool_calls" if reply.tool_calls else "stop"
+
+    def _chat(self) -> None:
+        body = self._body()
+        reply, finish = self._chat_reply(body)
+        n_in = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+        n_out = reply.tokens()
+        created = int(time.time())
+        rid = uuid.uuid4().hex
+        base = {"id": rid, "created": created, "model": body.get("model") or
+                self.state.served_name}
+        if body.get("stream"):
+            usage = (body.get("stream_options") or {}).get("include_usage")
+            return self._sse(self._chat_stream(base, reply, finish, n_in, n_out, usage))
+        time.sleep(self.state.timing.ttft_s + self.state.timing.itl_s * n_out)
+        self._account(n_in, n_out)
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": reply.content or (None if reply.tool_calls
+                                                                else ""),
+                                   "reasoning_content": reply.reasoning or None}
+        if reply.tool_calls:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"}
+                                     for c in reply.tool_calls]
+        self._json(200, {**base, "object": "chat.completion", "choices": [{
+            "index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
+                      "total_tokens": n_in + n_out}})
+
+    def _chat_stream(self, base: dict[str, Any], reply: Reply, finish: str, n_in: int,
+                     n_out: int, usage: bool) -> Iterator[Any]:
+        chunk = {**base, "object": "chat.completion.chunk"}
+
+        def delta(d: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+            return {**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": reason}]}
+
+        yield delta({"role": "assistant", "content": ""})
+        time.sleep(self.state.timing.ttft_s)
+        for key, text in (("reasoning_content", reply.reasoning), ("content", reply.content)):
+            words = text.split(" ") if text else []
+            for i, word in enumerate(words):
+                yield delta({key: word if i == 0 else " " + word})
+                time.sleep(self.state.timing.itl_s)
+        for call in reply.tool_calls:
+            args = call["function"]["arguments"]
+            yield delta({"tool_calls": [{"index": call["index"], "id": call["id"],
+                                         "type": "function", "function": {
+                                             "name": call["function"]["name"],
+                                             "arguments": ""}}]})
+            half = len(args) // 2
+            for piece in (args[:half], args[half:]):
+                time.sleep(self.state.timing.itl_s)
+                yield delta({"tool_calls": [{"index": call["index"],
+                                             "function": {"arguments": piece}}]})
+        self._account(n_in, n_out)
+        yield delta({}, finish)
+        if usage:
+            yield {**chunk, "choices": [], "usage": {
+                "prompt_tokens": n_in, "completion_tokens": n_out,
+                "total_tokens": n_in + n_out}}
+
+
+def make_server(state: State, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
