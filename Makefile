@@ -35,12 +35,12 @@ $(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -pat
 
 ## demo: a local simulated fleet, converged by the real playbooks
 demo: bootstrap $(SIM_WHEEL)
-	ansible-playbook tools/demo/up.yml
+	ansible-playbook -i inventories/demo tools/demo/up.yml
 	ansible-playbook -i inventories/demo playbooks/site.yml
 	ansible-playbook -i inventories/demo playbooks/status.yml
 
 demo-down: $(VENV)/.installed
-	ansible-playbook tools/demo/down.yml
+	ansible-playbook -i inventories/demo tools/demo/down.yml
 
 ## plan: render every host's unit without connecting (INVENTORY=inventories/production)
 INVENTORY ?= inventories/demo

@@ -1,0 +1,86 @@
+"""End state of the default scenario's two hosts (see molecule.yml for their groups)."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEMO_VARS = Path(__file__).parents[3] / "inventories" / "demo" / "group_vars"
+API_KEY = yaml.safe_load((DEMO_VARS / "all" / "sglang_service.yml").read_text())[
+    "sglang_service_api_key"]
+UNIT = "/etc/systemd/system/sglang.service"
+
+# Flags each host's ExecStart must carry, and flags it must not.
+EXPECTED = {
+    "kimi-test-1": (["--model-path moonshotai/Kimi-K2-Thinking", "--tp-size 8",
+                     "--reasoning-parser kimi_k2", "--tool-call-parser kimi_k2",
+                     "--trust-remote-code", "--enable-metrics",
+                     "--config /etc/sglang/secrets.yaml"],
+                    ["--dp-size", "--enable-dp-attention", "--max-running-requests"]),
+    "kimi-test-2": (["--model-path moonshotai/Kimi-K2-Instruct", "--tp-size 8", "--dp-size 4",
+                     "--enable-dp-attention", "--tool-call-parser kimi_k2",
+                     "--max-running-requests 64"],
+                    ["--reasoning-parser", "--ep-size"]),
+}
+
+
+def _name(host):
+    return host.backend.get_hostname()
+
+
+def _journal(host):
+    return host.run("journalctl --unit sglang.service --lines 30 --no-pager").stdout
+
+
+def test_service_account_exists(host):
+    user = host.user("sglang")
+    assert user.group == "sglang"
+    assert user.shell == "/usr/sbin/nologin"
+
+
+def test_unit_execstart_carries_the_inventorys_flags(host):
+    flags = " ".join(host.file(UNIT).content_string.replace("\\\n", " ").split())
+    wanted, unwanted = EXPECTED[_name(host)]
+    for flag in wanted:
+        assert flag in flags
+    for flag in unwanted:
+        assert flag not in flags
+    assert "-m sglang_sim.launch_server" in flags
+
+
+@pytest.mark.parametrize("path,owner,group,mode", [
+    ("/etc/sglang/sglang.env", "root", "root", 0o600),
+    ("/etc/sglang/secrets.yaml", "root", "sglang", 0o640),
+    ("/etc/sglang", "root", "sglang", 0o750),
+])
+def test_secret_files_are_locked_down(host, path, owner, group, mode):
+    f = host.file(path)
+    assert (f.user, f.group, f.mode) == (owner, group, mode)
+
+
+def test_api_key_stays_out_of_unit_and_process_list(host):
+    assert API_KEY not in host.file(UNIT).content_string
+    assert API_KEY not in host.run("ps -eo args").stdout
+    assert API_KEY in host.file("/etc/sglang/secrets.yaml").content_string
+
+
+def test_service_is_enabled_and_running(host):
+    service = host.service("sglang.service")
+    assert service.is_enabled, _journal(host)
+    assert service.is_running, _journal(host)
+    assert service.systemd_properties["User"] == "sglang"
+
+
+def test_health_answers_200(host):
+    code = host.check_output(
+        "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:30000/health")
+    assert code == "200", _journal(host)
+
+
+def test_models_needs_the_key_and_lists_the_served_name(host):
+    url = "http://127.0.0.1:30000/v1/models"
+    denied = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}")
+    assert denied == "401"
+    body = host.check_output(f"curl -s -H 'Authorization: Bearer {API_KEY}' {url}")
+    ids = [m["id"] for m in yaml.safe_load(body)["data"]]
+    model = EXPECTED[_name(host)][0][0].split()[1]
+    assert ids == [model]
