@@ -350,6 +350,8 @@ def sglang_launch_problems(deployment: dict[str, Any]) -> list[str]:
         return [f"sglang_service_profile {deployment.get('profile')!r} is not one of "
                 f"{sorted(PROFILES)}"]
     r = resolve(deployment)
+    if min(r["tp_size"], r["dp_size"], r["ep_size"]) < 1:
+        return _layout_problems(r)
     problems = (_layout_problems(r) + _fit_problems(r) + _parser_problems(r)
                 + _extra_arg_problems(r) + _scalar_problems(r))
     if not problems:
@@ -398,7 +400,7 @@ def sglang_launch_argv(deployment: dict[str, Any]) -> list[str]:
 
 # ---------------------------------------------------------------- systemd
 
-_SAFE = re.compile(r"^[A-Za-z0-9_./:=@+,-]+$")
+_SAFE = re.compile(r"^[A-Za-z0-9_./:=@+,%$-]+$")
 
 
 def systemd_quote(arg: str) -> str:

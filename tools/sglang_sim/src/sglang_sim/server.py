@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 import uuid
@@ -43,8 +44,9 @@ class State:
         return "thinking" in self.args.model_path.lower()
 
 
-def _words(text: str) -> list[str]:
-    return text.split(" ")
+def _tokens(text: str) -> list[str]:
+    """Whitespace-led words stand in for tokens: joining them gives the text back."""
+    return re.findall(r"\s*\S+", text)
 
 
 def _apply_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
@@ -195,11 +197,12 @@ class Handler(BaseHTTPRequestHandler):
         results = []
         for prompt in (texts if batch else [texts or ""]):
             raw = self.state.model.complete_prompt(prompt)
-            words = _words(raw)[: int(params.get("max_new_tokens") or 128)]
-            text, matched = _apply_stop(" ".join(words), params.get("stop") or [])
-            finish = ({"type": "stop", "matched": matched} if matched else
-                      {"type": "length", "length": len(words)})
-            n_out = max(1, len(text.split()))
+            tokens = _tokens(raw)
+            limit = int(params.get("max_new_tokens") or 128)
+            text, matched = _apply_stop("".join(tokens[:limit]), params.get("stop") or [])
+            finish = ({"type": "stop", "matched": matched} if matched or limit >= len(tokens)
+                      else {"type": "length", "length": limit})
+            n_out = max(1, len(_tokens(text)))
             results.append((prompt, text, n_out, finish))
         start = time.monotonic()
         if body.get("stream") and not batch:
@@ -219,12 +222,12 @@ class Handler(BaseHTTPRequestHandler):
     def _generate_stream(self, prompt: str, text: str, n_out: int, finish: dict[str, Any],
                          start: float) -> Iterator[Any]:
         time.sleep(self.state.timing.ttft_s)
-        words = text.split(" ")
-        for i in range(1, len(words) + 1):
+        tokens = _tokens(text) or [""]
+        for i in range(1, len(tokens) + 1):
             if i > 1:
                 time.sleep(self.state.timing.itl_s)
-            done = i == len(words)
-            yield {"text": " ".join(words[:i]), "meta_info": {
+            done = i == len(tokens)
+            yield {"text": "".join(tokens[:i]), "meta_info": {
                 "id": "stream", "prompt_tokens": len(prompt.split()), "completion_tokens": i,
                 "finish_reason": finish if done else None,
                 "e2e_latency": time.monotonic() - start}}
@@ -284,9 +287,8 @@ class Handler(BaseHTTPRequestHandler):
         yield delta({"role": "assistant", "content": ""})
         time.sleep(self.state.timing.ttft_s)
         for key, text in (("reasoning_content", reply.reasoning), ("content", reply.content)):
-            words = text.split(" ") if text else []
-            for i, word in enumerate(words):
-                yield delta({key: word if i == 0 else " " + word})
+            for token in _tokens(text):
+                yield delta({key: token})
                 time.sleep(self.state.timing.itl_s)
         for call in reply.tool_calls:
             args = call["function"]["arguments"]

@@ -1,0 +1,37 @@
+"""Shared helpers: the repository root and the launch builder loaded as a module."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+GSM8K_TEST = SHARED / "data" / "gsm8k" / "test.jsonl"
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location(
+        "sglang_launch", ROOT / "filter_plugins" / "sglang_launch.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sglang_launch"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+builder = _load_builder()
+
+
+@pytest.fixture
+def deployment():
+    """A valid single-node deployment, as the role's vars/main.yml would build it."""
+    return {
+        "sglang_version": "0.5.6.post1", "variant": "thinking", "profile": "tp8",
+        "model_path": "", "served_model_name": "", "tp_size": None, "dp_size": None,
+        "ep_size": None, "dp_attention_enabled": None, "nnodes": 1, "node_rank": 0,
+        "dist_init_addr": "h1:50000", "gpu_model": "H200", "gpus_per_node": 8,
+        "reasoning_parser": "auto", "tool_call_parser": "auto", "context_length": None,
+        "kv_cache_dtype": "auto", "mem_fraction_static": None, "chunked_prefill_size": None,
+        "max_running_requests": None, "host": "0.0.0.0", "port": 30000,
+        "metrics_enabled": False, "secrets_file": "", "extra_args": [],
+    }

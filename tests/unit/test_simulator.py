@@ -1,0 +1,256 @@
+"""The SGLang simulator behaves like the real server from the outside."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import GSM8K_TEST
+from sim_process import SIM_SRC, Sim
+
+THINKING = ["--model-path", "moonshotai/Kimi-K2-Thinking", "--tp-size", "8",
+            "--reasoning-parser", "kimi_k2", "--tool-call-parser", "kimi_k2"]
+INSTRUCT = ["--model-path", "moonshotai/Kimi-K2-Instruct", "--tp-size", "8",
+            "--tool-call-parser", "kimi_k2"]
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the weather of a city",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                   "required": ["location"]}}}
+PERCENT = "Solve this problem step by step: What is 15% of 240?"
+
+
+@pytest.fixture
+def sim_factory():
+    started = []
+
+    def start(argv, **kwargs):
+        sim = Sim(argv, **kwargs)
+        started.append(sim)
+        sim.wait_ready()
+        return sim
+
+    yield start
+    for sim in started:
+        if sim.proc.poll() is None:
+            sim.stop()
+
+
+def run_sim(argv):
+    return subprocess.run([sys.executable, "-m", "sglang_sim.launch_server", *argv],
+                          env={"PYTHONPATH": str(SIM_SRC)}, capture_output=True, text=True,
+                          timeout=30)
+
+
+def sse(raw: bytes) -> list:
+    events = [line[len("data: "):] for line in raw.decode().split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+def test_unknown_flag_exits_2_like_argparse():
+    result = run_sim(["--model-path", "m", "--enable-ep-moe"])
+    assert result.returncode == 2
+    assert "unrecognized arguments: --enable-ep-moe" in result.stderr
+
+
+def test_prefix_of_a_declared_flag_is_accepted_like_argparse():
+    # --tp is only an argparse prefix of --tp-size in SGLang; it must parse the same here.
+    from importlib import import_module
+    sys.path.insert(0, str(SIM_SRC))
+    cli = import_module("sglang_sim.cli")
+    assert cli.parse(["--model-path", "m", "--tp", "8"]).tensor_parallel_size == 8
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tp-size", "8", "--dp-size", "3", "--enable-dp-attention"], "divisible by dp_size"),
+    (["--tp-size", "16", "--dp-size", "2", "--nnodes", "2", "--dist-init-addr", "a:1"],
+     "unless dp attention"),
+    (["--tp-size", "32", "--nnodes", "4", "--dist-init-addr", "a:1"], "block_n = 128"),
+    (["--tp-size", "8", "--ep-size", "3"], "divisible by ep_size"),
+    (["--served-model-name", "a:b"], "colon"),
+])
+def test_cross_flag_rules_fail_the_start(argv, message):
+    result = run_sim(["--model-path", "m", *argv])
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_load_then_warm_up_then_ready():
+    sim = Sim(THINKING, env={"SGLANG_SIM_LOAD_SECONDS": "1", "SGLANG_SIM_WARMUP_SECONDS": "1"})
+    try:
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not seen or seen[-1] != 200):
+            code = sim.health()
+            if not seen or seen[-1] != code:
+                seen.append(code)
+            time.sleep(0.05)
+        assert seen == [None, 503, 200]
+    finally:
+        sim.stop()
+
+
+def test_api_key_guards_everything_but_health_and_metrics(sim_factory, tmp_path):
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text('# via --config, like SGLang\napi-key: "s3cret"\n')
+    sim = sim_factory([*THINKING, "--enable-metrics", "--config", str(secrets)],
+                      api_key="s3cret")
+    assert sim.request("/v1/models", key="")[0] == 401
+    assert sim.request("/v1/models", key="wrong")[0] == 401
+    assert sim.request("/generate", {"text": "x"}, key="")[0] == 401
+    assert sim.request("/health", key="")[0] == 200
+    assert sim.request("/metrics", key="")[0] == 200
+    assert sim.request("/v1/models")[0] == 200
+
+
+def test_info_routes(sim_factory):
+    sim = sim_factory([*THINKING, "--served-model-name", "kimi-thinking"])
+    assert [m["id"] for m in sim.json("/v1/models")["data"]] == ["kimi-thinking"]
+    assert sim.json("/get_model_info")["model_path"] == "moonshotai/Kimi-K2-Thinking"
+    info = sim.json("/get_server_info")
+    assert info["tensor_parallel_size"] == 8 and "not SGLang" in info["simulator"]
+    assert sim.request("/metrics")[0] == 404  # only with --enable-metrics
+
+
+def test_thinking_chat_separates_reasoning_and_answers_36(sim_factory):
+    sim = sim_factory(THINKING)
+    message = sim.json("/v1/chat/completions", {
+        "messages": [{"role": "user", "content": PERCENT}]})["choices"][0]["message"]
+    assert message["reasoning_content"] and "36" in message["content"]
+    assert "<think>" not in message["content"]
+
+
+def test_thinking_chat_streams_reasoning_then_content(sim_factory):
+    sim = sim_factory(THINKING)
+    status, raw = sim.request("/v1/chat/completions", {
+        "stream": True, "messages": [{"role": "user", "content": PERCENT}]})
+    deltas = [c["choices"][0]["delta"] for c in sse(raw) if c["choices"]]
+    reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+    content = "".join(d.get("content") or "" for d in deltas)
+    assert status == 200 and reasoning and "36" in content
+
+
+def test_reasoning_parser_on_instruct_leaves_content_empty(sim_factory):
+    # The 0.5.6.post1 trap documented in SGLANG.md, reproduced so checks can catch it.
+    sim = sim_factory([*INSTRUCT, "--reasoning-parser", "kimi_k2"])
+    message = sim.json("/v1/chat/completions", {
+        "messages": [{"role": "user", "content": PERCENT}]})["choices"][0]["message"]
+    assert message["content"] == "" and "36" in message["reasoning_content"]
+
+
+def test_instruct_answers_in_content_without_reasoning(sim_factory):
+    sim = sim_factory(INSTRUCT)
+    message = sim.json("/v1/chat/completions", {
+        "messages": [{"role": "user", "content": PERCENT}]})["choices"][0]["message"]
+    assert "36" in message["content"] and not message["reasoning_content"]
+
+
+def test_tool_call_then_tool_result_round_trip(sim_factory):
+    sim = sim_factory(INSTRUCT)
+    ask = [{"role": "user", "content": "What's the weather in Beijing?"}]
+    choice = sim.json("/v1/chat/completions", {"messages": ask, "tools": [WEATHER_TOOL]})[
+        "choices"][0]
+    call = choice["message"]["tool_calls"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert call["id"] == "functions.get_weather:0"
+    assert json.loads(call["function"]["arguments"]) == {"location": "Beijing"}
+    follow = ask + [choice["message"], {"role": "tool", "tool_call_id": call["id"],
+                                        "content": "Sunny, 25C"}]
+    final = sim.json("/v1/chat/completions", {"messages": follow, "tools": [WEATHER_TOOL]})[
+        "choices"][0]
+    assert final["finish_reason"] == "stop" and "Sunny" in final["message"]["content"]
+
+
+def test_streamed_tool_call_deltas_accumulate_to_valid_json(sim_factory):
+    sim = sim_factory(THINKING)
+    _, raw = sim.request("/v1/chat/completions", {
+        "stream": True, "tools": [WEATHER_TOOL],
+        "messages": [{"role": "user", "content": "What's the weather in Beijing?"}]})
+    chunks = sse(raw)
+    args = "".join(tc["function"].get("arguments", "")
+                   for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", []))
+    assert json.loads(args) == {"location": "Beijing"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_without_tool_parser_the_raw_kimi_markup_leaks_into_content(sim_factory):
+    sim = sim_factory(["--model-path", "moonshotai/Kimi-K2-Instruct"])
+    message = sim.json("/v1/chat/completions", {
+        "tools": [WEATHER_TOOL],
+        "messages": [{"role": "user", "content": "What's the weather in Beijing?"}]})[
+        "choices"][0]["message"]
+    assert "tool_calls" not in message
+    assert "<|tool_calls_section_begin|>" in message["content"]
+
+
+def test_generate_honours_stop_strings_and_max_tokens(sim_factory):
+    sim = sim_factory(INSTRUCT)
+    prompt = "Question: What is 15% of 240?\nAnswer:"
+    out = sim.json("/generate", {"text": prompt, "sampling_params": {
+        "max_new_tokens": 512, "temperature": 0, "stop": ["Question"]}})
+    assert "36" in out["text"] and "Question" not in out["text"]
+    assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": "Question"}
+    short = sim.json("/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 3}})
+    assert short["meta_info"]["finish_reason"]["type"] == "length"
+    assert short["meta_info"]["completion_tokens"] == 3
+
+
+def test_gsm8k_accuracy_is_configurable_and_deterministic(sim_factory):
+    lines = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:200]]
+
+    def accuracy(sim):
+        right = 0
+        for item in lines:
+            out = sim.json("/generate", {"text": f"Question: {item['question']}\nAnswer:",
+                                         "sampling_params": {"stop": ["Question"]}})
+            label = item["answer"].replace(",", "").split("####")[-1].strip()
+            right += out["text"].replace(",", "").split()[-1] == label
+        return right / len(lines)
+
+    env = {"SGLANG_SIM_GSM8K": str(GSM8K_TEST), "SGLANG_SIM_ACCURACY": "0.5"}
+    first = accuracy(sim_factory(INSTRUCT, env=env))
+    second = accuracy(sim_factory(INSTRUCT, env=env))
+    perfect = accuracy(sim_factory(INSTRUCT, env={**env, "SGLANG_SIM_ACCURACY": "1"}))
+    assert first == second and 0.4 < first < 0.6
+    assert perfect == 1.0
+
+
+def test_metrics_count_requests(sim_factory):
+    sim = sim_factory([*INSTRUCT, "--enable-metrics"])
+    sim.json("/generate", {"text": "Question: What is 15% of 240?\nAnswer:"})
+    metrics = sim.request("/metrics")[1].decode()
+    assert 'sglang:time_to_first_token_seconds_count{model_name="moonshotai/Kimi-K2-Instruct"} 1' \
+        in metrics
+    assert "sglang:num_running_reqs" in metrics
+
+
+def test_non_zero_rank_serves_only_health(sim_factory):
+    sim = sim_factory(["--model-path", "m", "--tp-size", "16", "--nnodes", "2",
+                       "--node-rank", "1", "--dist-init-addr", "h:5000"])
+    assert sim.request("/health")[0] == 200
+    assert sim.request("/v1/models")[0] == 404
+
+
+def test_sigterm_drains_in_flight_requests(sim_factory):
+    sim = sim_factory(INSTRUCT, env={"SGLANG_SIM_TTFT_MS": "1500"})
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(
+        reply=sim.request("/generate", {"text": "Question: What is 15% of 240?\nAnswer:"})))
+    worker.start()
+    time.sleep(0.5)
+    sim.proc.terminate()
+    worker.join(10)
+    assert result["reply"][0] == 200
+    assert sim.proc.wait(10) == 0
+
+
+def test_latency_model_sets_time_to_first_token(sim_factory):
+    sim = sim_factory(INSTRUCT, env={"SGLANG_SIM_TTFT_MS": "300"})
+    start = time.monotonic()
+    sim.json("/generate", {"text": "Question: What is 15% of 240?\nAnswer:",
+                           "sampling_params": {"max_new_tokens": 1}})
+    assert time.monotonic() - start >= 0.3
