@@ -1,0 +1,114 @@
+"""Rendered commands against SGLang's REAL parser (pinned version, parse only, no GPU).
+
+Needs the SGLang venv (`make conformance` builds it): SGLANG_PYTHON points at its Python.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, builder
+
+sys.path.insert(0, str(ROOT / "tools" / "sglang_sim" / "src"))
+from sglang_sim import cli as sim_cli  # noqa: E402
+
+SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))
+VERSION = "0.5.6.post1"
+
+# The published Kimi-K2-Instruct commands (SGLang's Kimi-K2 cookbook), flags as written.
+PUBLISHED = {
+    "tp8": "--model-path moonshotai/Kimi-K2-Instruct --tp 8 --trust-remote-code "
+           "--host 0.0.0.0 --port 30000",
+    "latency": "--model-path moonshotai/Kimi-K2-Instruct --tp 8 --dp 4 --enable-dp-attention "
+               "--trust-remote-code --host 0.0.0.0 --port 30000",
+    "throughput": "--model-path moonshotai/Kimi-K2-Instruct --tp 8 --dp 4 --ep 4 "
+                  "--enable-dp-attention --trust-remote-code --host 0.0.0.0 --port 30000",
+}
+
+
+def real_parse(argvs: list[list[str]]) -> list[dict]:
+    if not Path(SGLANG_PYTHON).exists():
+        pytest.fail(f"no SGLang venv at {SGLANG_PYTHON}: run `make conformance`")
+    out = subprocess.run([SGLANG_PYTHON, str(Path(__file__).with_name("real_parser.py"))],
+                         input=json.dumps(argvs), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def _ours(profile: str) -> list[str]:
+    return builder.sglang_launch_argv({
+        "sglang_version": VERSION, "variant": "instruct", "profile": profile,
+        "gpu_model": "H200", "gpus_per_node": 8, "host": "0.0.0.0", "port": 30000})
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[str]]:
+    """Every host's argv from plan.yml over both example inventories."""
+    argvs = {}
+    for inventory in ("production", "demo"):
+        subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", f"inventories/{inventory}",
+             "playbooks/plan.yml", "-e", "vault_sglang_service_api_key=conformance"],
+            cwd=ROOT, check=True, capture_output=True,
+            env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
+        for plan in sorted((ROOT / "plan" / inventory).glob("*/argv.json")):
+            argvs[f"{inventory}/{plan.parent.name}"] = json.loads(plan.read_text())["argv"]
+    assert len(argvs) == 8
+    return argvs
+
+
+@pytest.fixture(scope="module")
+def parsed(rendered) -> dict[str, dict]:
+    """One run of the real parser (importing SGLang takes seconds) over every case."""
+    cases = {f"host:{h}": argv for h, argv in rendered.items()}
+    cases.update({f"published:{p}": PUBLISHED[p].split() for p in PUBLISHED})
+    cases.update({f"ours:{p}": _ours(p) for p in PUBLISHED})
+    cases["defaults"] = ["--model-path", "x"]
+    cases["removed"] = ["--model-path", "m", "--enable-ep-moe"]
+    return {name: {**result, "argv": cases[name]}
+            for name, result in zip(cases, real_parse(list(cases.values())))}
+
+
+def test_every_rendered_command_parses_with_the_real_parser(parsed):
+    failures = {k: r["error"] for k, r in parsed.items() if k.startswith("host:") and not r["ok"]}
+    assert failures == {}
+
+
+def test_the_simulator_parses_exactly_like_sglang(parsed):
+    parser = sim_cli.build_parser(sim_cli.manifest())
+    for name, real in parsed.items():
+        if real["ok"]:
+            simulated = json.loads(json.dumps(vars(parser.parse_args(real["argv"])),
+                                              default=repr))
+            assert simulated == real["args"], name
+
+
+def test_harness_can_fail_on_a_removed_flag(parsed):
+    assert not parsed["removed"]["ok"] and "--enable-ep-moe" in parsed["removed"]["error"]
+
+
+@pytest.mark.parametrize("profile", sorted(PUBLISHED))
+def test_profiles_match_the_published_commands(parsed, profile):
+    published = parsed[f"published:{profile}"]["args"]
+    ours = parsed[f"ours:{profile}"]["args"]
+    defaults = parsed["defaults"]["args"]
+    set_by_published = {k for k, v in published.items() if v != defaults[k]}
+    assert set_by_published >= {"model_path", "tensor_parallel_size", "trust_remote_code",
+                                "host"}
+    for dest in set_by_published:
+        assert ours[dest] == published[dest], dest
+    # Anything else ours sets comes from a documented default: the variant's tool-call
+    # parser and the served name.
+    extra = {k for k, v in ours.items() if v != defaults[k]} - set_by_published
+    assert extra == {"served_model_name", "tool_call_parser"}
+
+
+def test_committed_manifest_is_what_the_real_parser_says():
+    generated = subprocess.run([SGLANG_PYTHON, str(ROOT / "tools" / "gen_sglang_manifest.py")],
+                               capture_output=True, text=True, check=True).stdout
+    committed = (ROOT / "manifests" / "sglang" / f"{VERSION}.json").read_text()
+    assert json.loads(generated) == json.loads(committed)

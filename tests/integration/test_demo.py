@@ -1,0 +1,30 @@
+"""The demo: a simulated fleet converged by the real site playbook, then probed."""
+import pytest
+
+from runner import play, task_results
+
+DEMO = ["kimi-demo-1", "kimi-demo-2"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    up = play("tools/demo/up.yml", "demo", tmp_path_factory.mktemp("up"))
+    assert up.status == "successful"
+    site = play("playbooks/site.yml", "demo", tmp_path_factory.mktemp("site"))
+    status = play("playbooks/status.yml", "demo", tmp_path_factory.mktemp("status"))
+    yield site, status
+    play("tools/demo/down.yml", "demo", tmp_path_factory.mktemp("down"))
+
+
+def test_site_converges_every_demo_host(demo):
+    site, _ = demo
+    assert site.status == "successful", site.stdout.read()
+    assert sorted(site.stats["ok"]) == DEMO
+    assert not site.stats["failures"] and not site.stats["dark"]
+
+
+def test_every_endpoint_is_healthy_and_serves_its_model(demo):
+    _, status = demo
+    lines = task_results(status, "runner_on_ok", "Show the endpoint")
+    assert "health=200 models=['moonshotai/Kimi-K2-Thinking']" in lines["kimi-demo-1"]["msg"]
+    assert "health=200 models=['moonshotai/Kimi-K2-Instruct']" in lines["kimi-demo-2"]["msg"]

@@ -1,0 +1,69 @@
+"""playbooks/plan.yml renders every host's unit on the controller and touches no host."""
+import json
+
+import pytest
+
+from runner import ROOT, play, task_results
+
+PRODUCTION = ["h200-a01", "h200-a02", "h200-b01", "h200-b02", "h200-b03", "h200-b04"]
+
+
+@pytest.fixture(scope="module")
+def production_plan(tmp_path_factory):
+    # The production hosts do not exist: success proves plan.yml never connects.
+    return play("playbooks/plan.yml", "production", tmp_path_factory.mktemp("plan"),
+                {"vault_sglang_service_api_key": "plan-test-key",
+                 "vault_sglang_service_hf_token": "hf-plan-test-token"})
+
+
+def test_plan_succeeds_for_every_host_without_connecting(production_plan):
+    assert production_plan.status == "successful", production_plan.stdout.read()
+    stats = production_plan.stats
+    assert sorted(stats["ok"]) == PRODUCTION
+    assert not stats["dark"] and not stats["failures"]
+
+
+def test_plan_prints_one_line_per_host_with_group_rank_and_argv(production_plan):
+    lines = task_results(production_plan, "runner_on_ok", "Show the launch command")
+    assert sorted(lines) == PRODUCTION
+    assert lines["h200-b02"]["msg"].startswith("kimi_instruct_pair1 rank 1/2: --model-path")
+    assert lines["h200-a01"]["msg"].startswith("h200-a01 rank 0/1: --model-path")
+
+
+@pytest.mark.parametrize("host,rank,rendezvous", [
+    ("h200-b01", 0, "10.10.2.11:50000"), ("h200-b02", 1, "10.10.2.11:50000"),
+    ("h200-b03", 0, "10.10.2.13:50000"), ("h200-b04", 1, "10.10.2.13:50000"),
+])
+def test_ranks_follow_group_order_and_node0_is_the_rendezvous(production_plan, host, rank,
+                                                              rendezvous):
+    plan = json.loads((ROOT / "plan" / "production" / host / "argv.json").read_text())
+    argv = " ".join(plan["argv"])
+    assert f"--nnodes 2 --node-rank {rank} --dist-init-addr {rendezvous}" in argv
+    assert "--tp-size 16" in argv
+
+
+def test_plan_artifacts_hold_no_secret(production_plan):
+    for host in PRODUCTION:
+        folder = ROOT / "plan" / "production" / host
+        for path in folder.iterdir():
+            text = path.read_text()
+            assert "plan-test-key" not in text and "hf-plan-test-token" not in text, path
+        assert "HF_TOKEN=<redacted>" in (folder / "sglang.env").read_text()
+    assert "plan-test-key" not in production_plan.stdout.read()
+
+
+def test_missing_api_key_fails_with_the_variable_named(tmp_path):
+    runner = play("playbooks/plan.yml", "production", tmp_path)
+    assert runner.status == "failed"
+    text = runner.stdout.read()
+    assert "vault_sglang_service_api_key" in text or "sglang_service_api_key" in text
+
+
+def test_impossible_layout_fails_before_any_host_is_touched(tmp_path):
+    runner = play("playbooks/plan.yml", "production", tmp_path,
+                  {"vault_sglang_service_api_key": "k", "sglang_service_tp_size": 32})
+    assert runner.status == "failed"
+    failed = task_results(runner, "runner_on_failed", "Check the launch command against the "
+                                                      "pinned SGLang's rules")
+    assert sorted(failed) == PRODUCTION
+    assert "sglang_service_ep_size to at least 2" in failed["h200-b01"]["msg"]
