@@ -64,11 +64,12 @@ integration: bootstrap $(SIM_WHEEL)
 	pytest -q tests/integration
 
 molecule: bootstrap $(SIM_WHEEL)
-	molecule test --all
+	PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 molecule test --all
 
-## bench: converge timings on the demo fleet (prints a table)
+## bench: converge timings and evaluator overhead (each prints a table)
 bench: bootstrap $(SIM_WHEEL)
 	python bench/converge
+	python bench/gsm8k_overhead
 
 ## manifest: regenerate manifests/sglang/$(SGLANG_VERSION).json from SGLang's parser
 manifest: $(SGLANG_VENV)/.installed

@@ -8,6 +8,7 @@ enforces (or silently gets wrong); each error names the inventory variable to ch
 Filters:
   sglang_launch_problems(deployment) -> list of error strings (empty when launchable)
   sglang_launch_argv(deployment)     -> argv after `python -m <module>`
+  sglang_launch_resolved(deployment) -> the deployment with every default applied
   sglang_systemd_lines(argv)         -> ExecStart continuation lines, one flag per line
 """
 from __future__ import annotations
@@ -421,9 +422,16 @@ def sglang_systemd_lines(argv: list[str]) -> list[str]:
     return [" ".join(words) for words in lines]
 
 
+def sglang_launch_resolved(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The deployment with the profile and variant defaults applied (what verify expects)."""
+    sglang_launch_argv(deployment)  # refuses what cannot start
+    return resolve(deployment)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "sglang_launch_resolved": sglang_launch_resolved,
             "sglang_launch_problems": sglang_launch_problems,
             "sglang_launch_argv": sglang_launch_argv,
             "sglang_systemd_lines": sglang_systemd_lines,

@@ -35,3 +35,5 @@ def deployment():
         "max_running_requests": None, "host": "0.0.0.0", "port": 30000,
         "metrics_enabled": False, "secrets_file": "", "extra_args": [],
     }
+
+sys.path.insert(0, str(ROOT / "module_utils"))

@@ -84,3 +84,13 @@ def test_models_needs_the_key_and_lists_the_served_name(host):
     ids = [m["id"] for m in yaml.safe_load(body)["data"]]
     model = EXPECTED[_name(host)][0][0].split()[1]
     assert ids == [model]
+
+
+def test_verify_wrote_a_passing_fleet_report(host):
+    reports = sorted((Path(__file__).parents[3] / "reports" / "inventory").glob("*/report.json"))
+    assert reports, "playbooks/verify.yml wrote no report"
+    report = yaml.safe_load(reports[-1].read_text())
+    row = next(h for h in report["hosts"] if h["host"] == _name(host))
+    assert row["passed"] and row["health"], row["problems"]
+    assert row["smoke_passed"] == row["smoke_total"] >= 9
+    assert row["gsm8k"]["questions"] == 200 and row["gsm8k"]["accuracy"] == 1.0

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -34,14 +36,24 @@ class Model:
     def __init__(self, accuracy: float, seed: str, gsm8k_path: str = "") -> None:
         self.accuracy = accuracy
         self.seed = seed
-        self.labels: dict[str, int] = {}
-        if gsm8k_path:
-            with open(gsm8k_path, encoding="utf-8") as handle:
-                for line in handle:
-                    item = json.loads(line)
-                    label = gsm8k_label(item["answer"])
-                    if label is not None:
-                        self.labels[item["question"].strip()] = label
+        self.gsm8k_path = gsm8k_path
+        self._labels: dict[str, int] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Read lazily: the test set may be staged on the host after the server starts."""
+        with self._lock:
+            if self._labels is None and self.gsm8k_path and os.path.exists(self.gsm8k_path):
+                labels = {}
+                with open(self.gsm8k_path, encoding="utf-8") as handle:
+                    for line in handle:
+                        item = json.loads(line)
+                        label = gsm8k_label(item["answer"])
+                        if label is not None:
+                            labels[item["question"].strip()] = label
+                self._labels = labels
+            return self._labels or {}
 
     def _right(self, question: str) -> bool:
         digest = hashlib.sha256(f"{self.seed}\0{question}".encode()).digest()
@@ -68,8 +80,9 @@ class Model:
     def complete_prompt(self, prompt: str) -> str:
         """Raw continuation of a few-shot prompt ending in 'Question: ...\\nAnswer:'."""
         question = prompt.rsplit("Question:", 1)[-1].rsplit("Answer:", 1)[0]
-        # A real model rambles on into the next shot; the client's stop strings cut it.
-        return " " + self.solve(question) + "\n\nQuestion: What comes next?"
+        # A real model rambles on into the next shot; the client's stop strings must cut it
+        # (its number would otherwise become the last one, and the answer).
+        return " " + self.solve(question) + "\n\nQuestion: Tom has 3 apples. How many"
 
     def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
              thinking: bool) -> Reply:

@@ -198,11 +198,11 @@ class Handler(BaseHTTPRequestHandler):
         for prompt in (texts if batch else [texts or ""]):
             raw = self.state.model.complete_prompt(prompt)
             tokens = _tokens(raw)
-            limit = int(params.get("max_new_tokens") or 128)
+            limit = int(params.get("max_new_tokens", 128))
             text, matched = _apply_stop("".join(tokens[:limit]), params.get("stop") or [])
             finish = ({"type": "stop", "matched": matched} if matched or limit >= len(tokens)
                       else {"type": "length", "length": limit})
-            n_out = max(1, len(_tokens(text)))
+            n_out = len(_tokens(text))
             results.append((prompt, text, n_out, finish))
         start = time.monotonic()
         if body.get("stream") and not batch:
@@ -311,6 +311,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def make_server(state: State, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer((host, port), handler)
+    # socketserver's backlog of 5 would stall a burst of 128 clients on SYN retries.
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+    server = server_class((host, port), handler)
     server.daemon_threads = True
     return server

@@ -1,0 +1,78 @@
+#!/usr/bin/python
+"""Ansible module: smoke-check one SGLang endpoint."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sglang_smoke
+short_description: Smoke-check an SGLang endpoint serving Kimi-K2
+description:
+  - Health, model list, model info, API-key enforcement, chat (plain and SSE streaming)
+    with the published "15% of 240" prompt, reasoning/content separation by variant,
+    tool calls (plain, streamed, and a tool-result round trip) and metrics.
+  - Ranks >= 1 of a multi-node server get the health check only.
+  - Reads only; changes nothing.
+options:
+  base_url: {description: Endpoint URL, e.g. http://127.0.0.1:30000., type: str, required: true}
+  api_key: {description: API key; empty when the endpoint has none., type: str, default: "", no_log: true}
+  served_model_name: {description: The one model /v1/models must list., type: str, required: true}
+  model_path: {description: What /get_model_info must report., type: str, required: true}
+  rank: {description: Node rank of this endpoint., type: int, default: 0}
+  reasoning: {description: Expect reasoning_content apart from content (Thinking)., type: bool, required: true}
+  tool_calls: {description: A tool-call parser is set; check tool calls., type: bool, required: true}
+  metrics: {description: Metrics are enabled; check /metrics., type: bool, default: false}
+  timeout: {description: Seconds per request., type: float, default: 300}
+"""
+
+EXAMPLES = r"""
+- name: Smoke-check the endpoint
+  sglang_smoke:
+    base_url: http://127.0.0.1:30000
+    api_key: "{{ sglang_service_api_key }}"
+    served_model_name: moonshotai/Kimi-K2-Thinking
+    model_path: moonshotai/Kimi-K2-Thinking
+    reasoning: true
+    tool_calls: true
+"""
+
+RETURN = r"""
+checks:
+  description: One record per check.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{name: chat, passed: false, seconds: 1.2, expected: 36 in content, got: "..."}]
+passed:
+  description: Whether every check passed.
+  type: bool
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sglang_smoke import run_smoke
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "base_url": {"type": "str", "required": True},
+            "api_key": {"type": "str", "default": "", "no_log": True},
+            "served_model_name": {"type": "str", "required": True},
+            "model_path": {"type": "str", "required": True},
+            "rank": {"type": "int", "default": 0},
+            "reasoning": {"type": "bool", "required": True},
+            "tool_calls": {"type": "bool", "required": True},
+            "metrics": {"type": "bool", "default": False},
+            "timeout": {"type": "float", "default": 300},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    expect = {key: p[key] for key in ("served_model_name", "model_path", "rank", "reasoning",
+                                      "tool_calls", "metrics")}
+    expect["api_key"] = bool(p["api_key"])
+    checks = run_smoke(p["base_url"], p["api_key"], expect, p["timeout"])
+    module.exit_json(changed=False, checks=checks, passed=all(c["passed"] for c in checks))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Smoke checks: SSE parsing, tool-call accumulation, and each check against the simulator."""
+import json
+
+import pytest
+
+import sglang_smoke
+from sglang_client import parse_sse
+from sim_process import Sim
+
+THINKING = ["--model-path", "moonshotai/Kimi-K2-Thinking", "--reasoning-parser", "kimi_k2",
+            "--tool-call-parser", "kimi_k2", "--enable-metrics"]
+INSTRUCT = ["--model-path", "moonshotai/Kimi-K2-Instruct", "--tool-call-parser", "kimi_k2"]
+
+
+def test_parse_sse_handles_crlf_multiline_and_done():
+    text = 'data: {"a": 1}\r\n\r\n: keep-alive\n\ndata: {"b":\ndata: 2}\n\ndata: [DONE]\n\n'
+    assert parse_sse(text) == (['{"a": 1}', '{"b":\n2}'], True)
+    assert parse_sse('data: {"a": 1}\n\n') == (['{"a": 1}'], False)
+
+
+def test_tool_call_deltas_accumulate():
+    chunks = [
+        {"choices": [{"delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "functions.get_weather:0",
+                                                "function": {"name": "get_weather",
+                                                             "arguments": ""}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0,
+                                                "function": {"arguments": '{"loc'}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0,
+                                                "function": {"arguments": 'ation": "B"}'}}]},
+                      "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"completion_tokens": 3}},
+    ]
+    folded = sglang_smoke.accumulate_chat_stream([json.dumps(c) for c in chunks])
+    assert folded["tool_calls"] == [{"id": "functions.get_weather:0", "name": "get_weather",
+                                     "arguments": '{"location": "B"}'}]
+    assert folded["finish_reason"] == "tool_calls"
+
+
+def expect(model, reasoning, tools=True, metrics=False, rank=0, api_key=True):
+    return {"served_model_name": model, "model_path": model, "rank": rank,
+            "reasoning": reasoning, "tool_calls": tools, "metrics": metrics,
+            "api_key": api_key}
+
+
+def run(argv, exp, key="k", served=None):
+    sim = Sim(argv + (["--api-key", key] if key else []), api_key=key)
+    try:
+        sim.wait_ready()
+        return {c["name"]: c for c in sglang_smoke.run_smoke(
+            f"http://127.0.0.1:{sim.port}", key, exp, 30)}
+    finally:
+        sim.stop()
+
+
+def test_a_healthy_thinking_endpoint_passes_every_check():
+    checks = run(THINKING, expect("moonshotai/Kimi-K2-Thinking", True, metrics=True))
+    assert list(checks) == ["health", "models", "model_info", "auth", "chat", "chat_stream",
+                            "tool_call", "tool_call_stream", "tool_round_trip", "metrics"]
+    assert all(c["passed"] for c in checks.values()), checks
+
+
+def test_reasoning_parser_on_instruct_is_caught():
+    checks = run([*INSTRUCT, "--reasoning-parser", "kimi_k2"],
+                 expect("moonshotai/Kimi-K2-Instruct", False))
+    assert not checks["chat"]["passed"] and not checks["chat_stream"]["passed"]
+    assert "a reasoning parser on a non-thinking model" in checks["chat"]["expected"]
+
+
+def test_thinking_without_reasoning_parser_is_caught():
+    checks = run(["--model-path", "moonshotai/Kimi-K2-Thinking", "--tool-call-parser",
+                  "kimi_k2"], expect("moonshotai/Kimi-K2-Thinking", True))
+    assert not checks["chat"]["passed"]
+    assert "separate" in checks["chat"]["expected"]
+
+
+def test_missing_tool_parser_fails_the_tool_checks():
+    checks = run(["--model-path", "moonshotai/Kimi-K2-Instruct"],
+                 expect("moonshotai/Kimi-K2-Instruct", False))
+    assert checks["chat"]["passed"]
+    for name in ("tool_call", "tool_call_stream", "tool_round_trip"):
+        assert not checks[name]["passed"], name
+
+
+def test_wrong_served_name_and_open_endpoint_are_caught():
+    checks = run(INSTRUCT, expect("kimi-k2", False, api_key=False), key="")
+    assert not checks["models"]["passed"] and "kimi-k2" in checks["models"]["expected"]
+    assert "auth" not in checks  # no key configured: nothing to enforce
+    checks = run(INSTRUCT, expect("moonshotai/Kimi-K2-Instruct", False, api_key=True), key="")
+    assert not checks["auth"]["passed"]
+
+
+def test_rank_one_gets_the_health_check_only():
+    argv = ["--model-path", "m", "--tp-size", "16", "--nnodes", "2", "--node-rank", "1",
+            "--dist-init-addr", "h:1"]
+    checks = run(argv, expect("m", False, rank=1))
+    assert list(checks) == ["health"] and checks["health"]["passed"]
+
+
+def test_failures_are_truncated_and_redacted():
+    smoke = sglang_smoke.Smoke(sglang_smoke.Endpoint("http://x", "s3cret-key"), {})
+    assert smoke.redact("key s3cret-key " + "x" * 400).startswith("key <redacted> ")
+    assert smoke.redact("y" * 400).endswith("...(truncated)")
+
+
+def test_a_dead_endpoint_fails_with_the_transport_error():
+    checks = sglang_smoke.run_smoke("http://127.0.0.1:9", "", expect("m", False), 2)
+    assert not checks[0]["passed"] and "TransportError" in checks[0]["got"]
