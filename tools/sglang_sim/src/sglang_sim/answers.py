@@ -39,6 +39,7 @@ class Model:
         self.gsm8k_path = gsm8k_path
         self._labels: dict[str, int] | None = None
         self._lock = threading.Lock()
+        self.labels  # load now if the file is already there: not on the first request
 
     @property
     def labels(self) -> dict[str, int]:
