@@ -16,11 +16,17 @@ def demo(tmp_path_factory):
     play("tools/demo/down.yml", "demo", tmp_path_factory.mktemp("down"))
 
 
-def test_site_converges_every_demo_host(demo):
+def test_site_converges_and_verifies_every_demo_host(demo):
     site, _ = demo
     assert site.status == "successful", site.stdout.read()
-    assert sorted(site.stats["ok"]) == DEMO
+    assert sorted(site.stats["ok"]) == DEMO + ["localhost"]  # localhost writes the report
     assert not site.stats["failures"] and not site.stats["dark"]
+    [report] = task_results(site, "runner_on_ok", "Show where the report is").values()
+    assert report["msg"].startswith("PASSED: 2 of 2 hosts fit to take traffic")
+    verdicts = task_results(site, "runner_on_ok", "Fail the host unless every check and the "
+                                                  "GSM8K gate passed")
+    assert sorted(verdicts) == DEMO
+    assert "10/10 smoke checks, GSM8K 1.0" in verdicts["kimi-demo-1"]["msg"]
 
 
 def test_every_endpoint_is_healthy_and_serves_its_model(demo):
