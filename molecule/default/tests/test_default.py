@@ -18,9 +18,16 @@ EXPECTED = {
                     ["--dp-size", "--enable-dp-attention", "--max-running-requests"]),
     "kimi-test-2": (["--model-path moonshotai/Kimi-K2-Instruct", "--tp-size 8", "--dp-size 4",
                      "--enable-dp-attention", "--tool-call-parser kimi_k2",
+                     "--nnodes 2 --node-rank 0 --dist-init-addr kimi-test-2:50000",
                      "--max-running-requests 64"],
                     ["--reasoning-parser", "--ep-size"]),
+    # Rank 1 of the same server: same command but its rank; the side effect changed only
+    # kimi-test-2's variables.
+    "kimi-test-3": (["--model-path moonshotai/Kimi-K2-Instruct", "--tp-size 8", "--dp-size 4",
+                     "--nnodes 2 --node-rank 1 --dist-init-addr kimi-test-2:50000"],
+                    ["--reasoning-parser", "--max-running-requests"]),
 }
+RANK = {"kimi-test-1": 0, "kimi-test-2": 0, "kimi-test-3": 1}
 
 
 def _name(host):
@@ -79,6 +86,9 @@ def test_health_answers_200(host):
 def test_models_needs_the_key_and_lists_the_served_name(host):
     url = "http://127.0.0.1:30000/v1/models"
     denied = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}")
+    if RANK[_name(host)] >= 1:  # only rank 0 serves the API
+        assert denied == "404"
+        return
     assert denied == "401"
     body = host.check_output(f"curl -s -H 'Authorization: Bearer {API_KEY}' {url}")
     ids = [m["id"] for m in yaml.safe_load(body)["data"]]
@@ -92,5 +102,9 @@ def test_verify_wrote_a_passing_fleet_report(host):
     report = yaml.safe_load(reports[-1].read_text())
     row = next(h for h in report["hosts"] if h["host"] == _name(host))
     assert row["passed"] and row["health"], row["problems"]
+    assert row["rank"] == RANK[_name(host)]
+    if row["rank"] >= 1:  # ranks >= 1 get the health check only
+        assert [c["name"] for c in row["smoke"]] == ["health"] and row["gsm8k"] is None
+        return
     assert row["smoke_passed"] == row["smoke_total"] >= 9
     assert row["gsm8k"]["questions"] == 200 and row["gsm8k"]["accuracy"] == 1.0
