@@ -52,7 +52,7 @@ seconds:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gsm8k import DatasetError, evaluate, load_dataset
+from ansible.module_utils.gsm8k import OFFICIAL_SHA256, DatasetError, evaluate, load_dataset
 
 
 def main():
@@ -61,8 +61,7 @@ def main():
             "base_url": {"type": "str", "required": True},
             "api_key": {"type": "str", "default": "", "no_log": True},
             "dataset_path": {"type": "path", "required": True},
-            "dataset_sha256": {"type": "str", "default":
-                               "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"},
+            "dataset_sha256": {"type": "str", "default": OFFICIAL_SHA256},
             "method": {"type": "str", "choices": ["sglang", "chat"], "default": "sglang"},
             "model": {"type": "str", "default": ""},
             "shots": {"type": "int", "default": 5},

@@ -24,8 +24,6 @@ except ImportError:  # unit tests import module_utils directly
 
 INVALID = -9999999
 STOP = ["Question", "Assistant:", "<|separator|>"]
-OFFICIAL_URL = ("https://raw.githubusercontent.com/openai/grade-school-math/master/"
-                "grade_school_math/data/test.jsonl")
 OFFICIAL_SHA256 = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
 
 
