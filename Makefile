@@ -23,7 +23,8 @@ $(VENV)/.installed: requirements.txt
 testbed: $(VENV)/.installed
 	ansible-playbook tools/testbed/setup.yml
 
-# The real SGLang parser, CPU only: for the conformance test and the manifest generator.
+# Real SGLang, CPU only: its parser (conformance, manifest generator), its GSM8K script
+# and bench_serving (integration).
 $(SGLANG_VENV)/.installed: tests/conformance/requirements.txt
 	python3 -m venv $(SGLANG_VENV)
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
@@ -60,8 +61,8 @@ unit: $(VENV)/.installed
 conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/conformance
 
-integration: bootstrap $(SIM_WHEEL)
-	pytest -q tests/integration
+integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
+	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/integration
 
 molecule: bootstrap $(SIM_WHEEL)
 	PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 molecule test --all

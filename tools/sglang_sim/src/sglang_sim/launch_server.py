@@ -5,6 +5,7 @@ the pinned version's:
   SGLANG_SIM_LOAD_SECONDS    weights "load": the port stays closed (default 0)
   SGLANG_SIM_WARMUP_SECONDS  /health answers 503 (default 0)
   SGLANG_SIM_TTFT_MS, SGLANG_SIM_ITL_MS   latency model (default 0)
+  SGLANG_SIM_ITL_PER_RUNNING_MS            ITL added per other request in flight (default 0)
   SGLANG_SIM_ACCURACY        chance a worked answer is right (default 1.0)
   SGLANG_SIM_GSM8K           a GSM8K jsonl file, so its questions get their labels
   SGLANG_SIM_SEED            varies which questions are answered wrongly
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                   os.environ.get("SGLANG_SIM_SEED", ""),
                   os.environ.get("SGLANG_SIM_GSM8K", ""))
     timing = Timing(_env_float("SGLANG_SIM_TTFT_MS", 0) / 1000,
-                    _env_float("SGLANG_SIM_ITL_MS", 0) / 1000)
+                    _env_float("SGLANG_SIM_ITL_MS", 0) / 1000,
+                    _env_float("SGLANG_SIM_ITL_PER_RUNNING_MS", 0) / 1000)
     state = State(args, model, timing)
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))

@@ -19,8 +19,11 @@ SIMULATED_VERSION = "0.5.6.post1"
 
 @dataclass
 class Timing:
+    """The latency model: a fixed time to first token, and an inter-token latency that
+    grows with the requests decoding alongside (a real server's batch gets slower)."""
     ttft_s: float = 0.0
     itl_s: float = 0.0
+    itl_per_running_s: float = 0.0
 
 
 @dataclass
@@ -34,6 +37,9 @@ class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     counters: dict[str, float] = field(default_factory=lambda: {
         "prompt_tokens": 0, "generation_tokens": 0, "requests": 0, "ttft_sum": 0.0})
+
+    def itl(self) -> float:
+        return self.timing.itl_s + self.timing.itl_per_running_s * max(self.inflight - 1, 0)
 
     @property
     def served_name(self) -> str:
@@ -193,21 +199,27 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         params = body.get("sampling_params") or {}
         texts = body.get("text")
+        if texts is None and body.get("input_ids") is not None:  # --tokenize-prompt clients
+            texts = " ".join(f"t{i}" for i in body["input_ids"])
         batch = isinstance(texts, list)
+        limit = int(params.get("max_new_tokens", 128))
         results = []
         for prompt in (texts if batch else [texts or ""]):
-            raw = self.state.model.complete_prompt(prompt)
-            tokens = _tokens(raw)
-            limit = int(params.get("max_new_tokens", 128))
-            text, matched = _apply_stop("".join(tokens[:limit]), params.get("stop") or [])
-            finish = ({"type": "stop", "matched": matched} if matched or limit >= len(tokens)
-                      else {"type": "length", "length": limit})
+            tokens = _tokens(self.state.model.complete_prompt(prompt))
+            if params.get("ignore_eos"):
+                # Like a real model told to ignore EOS: exactly max_new_tokens tokens.
+                text = "".join((tokens * (limit // max(len(tokens), 1) + 1))[:limit])
+                finish = {"type": "length", "length": limit}
+            else:
+                text, matched = _apply_stop("".join(tokens[:limit]), params.get("stop") or [])
+                finish = ({"type": "stop", "matched": matched} if matched or limit >= len(tokens)
+                          else {"type": "length", "length": limit})
             n_out = len(_tokens(text))
             results.append((prompt, text, n_out, finish))
         start = time.monotonic()
         if body.get("stream") and not batch:
             return self._sse(self._generate_stream(*results[0], start))
-        time.sleep(self.state.timing.ttft_s + self.state.timing.itl_s * max(
+        time.sleep(self.state.timing.ttft_s + self.state.itl() * max(
             r[2] for r in results))
         out = []
         for prompt, text, n_out, finish in results:
@@ -225,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         tokens = _tokens(text) or [""]
         for i in range(1, len(tokens) + 1):
             if i > 1:
-                time.sleep(self.state.timing.itl_s)
+                time.sleep(self.state.itl())
             done = i == len(tokens)
             yield {"text": "".join(tokens[:i]), "meta_info": {
                 "id": "stream", "prompt_tokens": len(prompt.split()), "completion_tokens": i,
@@ -263,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("stream"):
             usage = (body.get("stream_options") or {}).get("include_usage")
             return self._sse(self._chat_stream(base, reply, finish, n_in, n_out, usage))
-        time.sleep(self.state.timing.ttft_s + self.state.timing.itl_s * n_out)
+        time.sleep(self.state.timing.ttft_s + self.state.itl() * n_out)
         self._account(n_in, n_out)
         message: dict[str, Any] = {"role": "assistant",
                                    "content": reply.content or (None if reply.tool_calls
@@ -289,7 +301,7 @@ class Handler(BaseHTTPRequestHandler):
         for key, text in (("reasoning_content", reply.reasoning), ("content", reply.content)):
             for token in _tokens(text):
                 yield delta({key: token})
-                time.sleep(self.state.timing.itl_s)
+                time.sleep(self.state.itl())
         for call in reply.tool_calls:
             args = call["function"]["arguments"]
             yield delta({"tool_calls": [{"index": call["index"], "id": call["id"],
@@ -298,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
                                              "arguments": ""}}]})
             half = len(args) // 2
             for piece in (args[:half], args[half:]):
-                time.sleep(self.state.timing.itl_s)
+                time.sleep(self.state.itl())
                 yield delta({"tool_calls": [{"index": call["index"],
                                              "function": {"arguments": piece}}]})
         self._account(n_in, n_out)
