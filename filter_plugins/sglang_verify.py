@@ -65,7 +65,8 @@ def sglang_fleet_report(hosts: list[str], hostvars: dict[str, Any], inventory: s
             result = {"host": host, "passed": False, "health": False, "smoke": [],
                       "smoke_passed": 0, "smoke_total": 0, "gsm8k": None,
                       "problems": [f"{host}: no verify result (unreachable or failed earlier)"]}
-        rows.append(result)
+        # The GPU preflight's verdict, when this run had one (serve.yml runs it first).
+        rows.append({**result, "gpu": hostvars[host].get("gpu_preflight_result")})
     if not rows:
         raise AnsibleFilterError("no hosts to report on: is sglang_servers empty?")
     return {"inventory": inventory, "timestamp": timestamp,

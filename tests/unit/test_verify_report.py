@@ -77,7 +77,10 @@ def test_fleet_fails_when_a_host_has_no_result():
     assert not fleet["passed"]
     assert fleet["hosts"][1]["problems"] == [
         "h2: no verify result (unreachable or failed earlier)"]
-    assert report.sglang_fleet_report(["h1"], {"h1": {"sglang_verify_result": good}},
-                                      "production", "T")["passed"]
+    gpu = {"host": "h1", "passed": True, "problems": []}
+    fleet = report.sglang_fleet_report(
+        ["h1"], {"h1": {"sglang_verify_result": good, "gpu_preflight_result": gpu}},
+        "production", "T")
+    assert fleet["passed"] and fleet["hosts"][0]["gpu"] == gpu
     with pytest.raises(report.AnsibleFilterError):
         report.sglang_fleet_report([], {}, "production", "T")

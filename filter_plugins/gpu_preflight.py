@@ -1,0 +1,37 @@
+"""A GPU host's preflight verdict from gpu_facts. The checks live in module_utils/nvidia_smi.py
+(one definition, unit-tested against recorded nvidia-smi output)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
+from nvidia_smi import gpu_problems  # noqa: E402
+
+
+def gpu_preflight_verdict(facts: dict[str, Any], expect: dict[str, Any], host: str
+                          ) -> dict[str, Any]:
+    """What the fleet report shows of a host: its GPUs in brief and every problem."""
+    expect = {**expect, "nvswitch": str(expect["nvswitch"]).lower() == "true"}
+    for key in ("gpu_count", "memory_mib", "free_bytes_required"):
+        expect[key] = int(expect[key])
+    problems = gpu_problems(facts, expect)
+    return {
+        "host": host, "passed": not problems, "problems": problems,
+        "gpus": [{k: g[k] for k in ("index", "pci.bus_id", "name", "uuid", "driver_version",
+                                     "memory.total", "persistence_mode")}
+                 for g in facts.get("gpus") or []],
+        "fabric": {bus: (gpu.get("Fabric") or {}).get("State")
+                   for bus, gpu in ((facts.get("q") or {}).get("gpus") or {}).items()},
+        "loaded_version": facts.get("loaded_version"),
+        "installed_version": facts.get("installed_version"),
+        "fabricmanager_state": facts.get("fabricmanager_state"),
+        "nvswitch": expect["nvswitch"], "free_bytes": facts.get("free_bytes"),
+        "smi_error": facts.get("smi_error") or "",
+    }
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"gpu_preflight_verdict": gpu_preflight_verdict}
