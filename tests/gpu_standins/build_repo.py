@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures" / "nvidia-smi"
 DRIVERS = ("580.95.05", "580.105.08")
 CUDA = "12.8.1"
+DCGM = "4.4.1"
 NOTE = "STAND-IN for tests: not NVIDIA's package, no driver inside."
 
 UNIT = """[Unit]
@@ -80,6 +81,13 @@ def build(out: Path, kernel: str) -> None:
                 UNIT.format(description="NVIDIA fabric manager service")})
         package(out, "libnvidia-nscq", deb, {
             "/usr/share/doc/libnvidia-nscq/STANDIN": NOTE + "\n"})
+    package(out, "datacenter-gpu-manager-4-cuda12", f"{DCGM}-1", {
+        "/lib/systemd/system/nvidia-dcgm.service":
+            UNIT.format(description="NVIDIA DCGM service")})
+    package(out, "datacenter-gpu-manager-exporter", f"{DCGM}-1", {
+        "/lib/systemd/system/nvidia-dcgm-exporter.service":
+            UNIT.format(description="NVIDIA DCGM exporter")},
+        depends="datacenter-gpu-manager-4-cuda12")
     major_minor = ".".join(CUDA.split(".")[:2])
     package(out, f"cuda-toolkit-{major_minor.replace('.', '-')}", f"{CUDA}-1", {
         f"/usr/local/cuda-{major_minor}/bin/nvcc":
