@@ -127,6 +127,16 @@ def test_each_broken_state_fails_naming_the_problem(state, kwargs, needle):
     assert any(needle in p for p in problems), problems
 
 
+@pytest.mark.parametrize("state, status", [("In Progress", "Success"),
+                                           ("Completed", "Failure")])
+def test_fabric_needs_both_completed_and_success(state, status):
+    facts = fixture_facts("healthy")
+    facts["q"]["gpus"]["00000000:2A:00.0"]["Fabric"].update(State=state, Status=status)
+    problems = nvidia_smi.gpu_problems(facts, EXPECT)
+    assert problems == [f"GPU 1 (00000000:2A:00.0) fabric state is {state} (status {status}), "
+                        "not Completed: NVLink is not ready; check nvidia-fabricmanager"]
+
+
 def test_a_driver_library_mismatch_says_reboot():
     error = (FIXTURES / "driver-mismatch" / "error.txt").read_text()
     facts = {"smi_error": error, "loaded_version": "580.95.05",
