@@ -6,6 +6,8 @@ VENV := .venv
 SGLANG_VENV := .venv-sglang
 SGLANG_VERSION ?= 0.5.6.post1
 SIM_WHEEL := build/wheelhouse/sglang_sim-0.1.0-py3-none-any.whl
+# The model_weights role's pinned download tool, for test hosts that install from wheels.
+HUB_WHEELHOUSE := build/wheelhouse-hub/.downloaded
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -33,6 +35,11 @@ $(SGLANG_VENV)/.installed: tests/conformance/requirements.txt
 
 $(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -path '*/__pycache__/*')
 	$(VENV)/bin/pip wheel --quiet --no-deps --wheel-dir build/wheelhouse tools/sglang_sim
+
+$(HUB_WHEELHOUSE): roles/model_weights/defaults/main.yml $(VENV)/.installed
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --dest build/wheelhouse-hub \
+	  "$$(sed -n 's/^model_weights_hub_package: //p' roles/model_weights/defaults/main.yml)"
+	touch $@
 
 ## demo: a local simulated fleet, converged by the real playbooks
 demo: bootstrap $(SIM_WHEEL)
@@ -64,13 +71,14 @@ conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/integration
 
-molecule: bootstrap $(SIM_WHEEL)
+molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
 	PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 molecule test --all
 
-## bench: converge timings and evaluator overhead (each prints a table)
-bench: bootstrap $(SIM_WHEEL)
+## bench: converge timings, evaluator overhead, weights staging hub vs peer (each prints a table)
+bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
 	python bench/converge
 	python bench/gsm8k_overhead
+	python bench/weights_staging
 
 ## manifest: regenerate manifests/sglang/$(SGLANG_VERSION).json from SGLang's parser
 manifest: $(SGLANG_VENV)/.installed

@@ -1,0 +1,164 @@
+"""Staging model weights on the converged test hosts: what converge left, then damage,
+interruption, a mirror, and refusals, each through playbooks/stage_weights.yml.
+
+Runs from the scenario's verify.yml, after converge and idempotence. weights-1 stages
+from the Hub stand-in, weights-2 from weights-1 (peer) or from its mounted mirror (path).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+MODEL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "test-model"
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+REPO = "kimi-test/Kimi-K2-Tiny"
+REVISION = "4b1d2c3e5f60718293a4b5c6d7e8f90112233445"
+COPY = f"/srv/models/{REPO}/{REVISION}"
+SHARDS = sorted(p.name for p in MODEL.glob("*.safetensors"))
+
+
+def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedProcess:
+    argv = ["ansible-playbook", "-i", INVENTORY, str(PROJECT / "playbooks/stage_weights.yml")]
+    argv += ["--limit", limit] if limit else []
+    for item in extra_vars:
+        argv += ["-e", item]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=900)
+
+
+def sh(host: str, command: str) -> str:
+    return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def source_digests() -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(MODEL.iterdir()) if p.is_file()}
+
+
+def copy_digests(host: str, directory: str) -> dict[str, str]:
+    out = sh(host, f"cd {directory} && sha256sum $(find . -maxdepth 1 -type f ! -name '.*')")
+    return {line.split()[1][2:]: line.split()[0] for line in out.splitlines()}
+
+
+def hub_requests(port: int = 8080) -> list[dict]:
+    log = sh("weights-hub", f"cat /var/log/hub-standin-{port}.jsonl 2>/dev/null || true")
+    return [r for r in map(json.loads, log.splitlines()) if "/resolve/" in r["path"]]
+
+
+def body_bytes(requests: list[dict]) -> int:
+    return sum(r["bytes_sent"] for r in requests if r["method"] == "GET")
+
+
+def ok(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+def test_both_copies_are_the_source_byte_for_byte():
+    for host in ("weights-1", "weights-2"):
+        assert copy_digests(host, COPY) == source_digests(), host
+
+
+@pytest.mark.parametrize("host,source", [("weights-1", "hub"), ("weights-2", "peer")])
+def test_the_marker_records_the_verified_revision(host, source):
+    marker = json.loads(sh(host, f"cat {COPY}/.model-weights-verified.json"))
+    assert (marker["repo_id"], marker["revision"], marker["source"]) == (REPO, REVISION, source)
+    assert {f["path"] for f in marker["files"]} == set(source_digests())
+
+
+@pytest.mark.parametrize("host", ["weights-1", "weights-2"])
+def test_the_copy_is_read_only_to_the_service_user(host):
+    modes = sh(host, f"stat -c '%U:%G %a %n' {COPY} {COPY}/{SHARDS[0]}").splitlines()
+    assert modes == [f"sglang:sglang 550 {COPY}", f"sglang:sglang 440 {COPY}/{SHARDS[0]}"]
+
+
+def test_only_the_hub_host_downloaded_and_each_file_once():
+    gets = [r["path"].rsplit("/", 1)[1] for r in hub_requests() if r["method"] == "GET"]
+    assert sorted(gets) == sorted(source_digests())
+
+
+def test_the_rsync_daemon_runs_only_where_peers_copy_from():
+    assert sh("weights-1", "systemctl is-active model-weights-rsyncd.service").strip() == "active"
+    assert "weights-2" in sh("weights-1", "cat /etc/model-weights/rsyncd.conf")
+    assert sh("weights-2", "systemctl is-active model-weights-rsyncd.service || true").strip() != "active"
+
+
+def test_the_token_is_a_root_only_file_and_in_no_unit_or_log():
+    assert sh("weights-1", "stat -c '%U %a' /etc/model-weights/hf-token").strip() == "root 600"
+    leaks = sh("weights-1", "grep -rl hf_standin_token /etc/systemd /var/tmp/model-weights "
+                            "/srv/models || true")
+    assert leaks.strip() == ""
+
+
+def test_truncated_and_missing_shards_are_detected_and_repaired():
+    before = len(hub_requests())
+    sh("weights-1", f"truncate -s 1000 {COPY}/{SHARDS[0]}")
+    sh("weights-2", f"truncate -s 5000000 {COPY}/{SHARDS[1]} && rm {COPY}/{SHARDS[2]}")
+    run = stage()
+    ok(run)
+    assert "is missing or has the wrong size" in run.stdout
+    for host in ("weights-1", "weights-2"):
+        assert copy_digests(host, COPY) == source_digests(), host
+    # weights-1 fetched the damaged shard again, nothing else; weights-2 used its peer.
+    again = [r for r in hub_requests()[before:] if r["method"] == "GET"]
+    assert [r["path"].rsplit("/", 1)[1] for r in again] == [SHARDS[0]]
+
+
+def test_an_interrupted_download_resumes_instead_of_restarting():
+    # The stand-in on 8081 sends 4 MiB/s, one file at a time; killed at the 6 s timeout,
+    # part way through the 32 MiB. The hf client keeps finished files, not partial ones.
+    target = "/srv/models-resume"
+    common = [f"model_weights_models_dir={target}", "model_weights_hf_endpoint=http://weights-hub:8081",
+              "model_weights_hub_max_workers=1"]
+    first = stage(*common, "model_weights_timeout=6", limit="weights-1")
+    assert first.returncode != 0
+    assert "hub timed out after 6 s" in first.stdout
+    done_first = body_bytes(hub_requests(8081))
+    second = stage(*common, limit="weights-1")
+    ok(second)
+    total = sum((MODEL / name).stat().st_size for name in source_digests())
+    resumed = body_bytes(hub_requests(8081)) - done_first
+    assert 0 < resumed < total, (resumed, total)
+    assert copy_digests("weights-1", f"{target}/{REPO}/{REVISION}") == source_digests()
+
+
+def test_too_little_disk_fails_before_downloading_anything():
+    before = len(hub_requests())
+    run = stage("model_weights_models_dir=/srv/models-nospace",
+                "model_weights_free_space_margin_gib=100000000", limit="weights-1")
+    assert run.returncode != 0
+    assert "Not enough free space" in run.stdout
+    assert "model_weights_free_space_margin_gib" in run.stdout
+    assert [r for r in hub_requests()[before:] if r["method"] == "GET"] == []
+    assert sh("weights-1", "find /srv/models-nospace -type f | grep -v '/.cache/' || true").strip() == ""
+
+
+def test_a_mounted_mirror_is_copied_and_verified():
+    target = "/srv/models-from-mirror"
+    run = stage("model_weights_source=path", "model_weights_path=/mnt/mirror",
+                f"model_weights_models_dir={target}", limit="weights-2")
+    ok(run)
+    copy = f"{target}/{REPO}/{REVISION}"
+    assert copy_digests("weights-2", copy) == source_digests()
+    assert json.loads(sh("weights-2", f"cat {copy}/.model-weights-verified.json"))["source"] == "path"
+
+
+def test_an_incomplete_mirror_is_refused():
+    sh("weights-2", f"rm -rf /tmp/mirror-broken && cp -r /mnt/mirror /tmp/mirror-broken "
+                    f"&& truncate -s 4096 /tmp/mirror-broken/{SHARDS[3]}")
+    run = stage("model_weights_source=path", "model_weights_path=/tmp/mirror-broken",
+                "model_weights_models_dir=/srv/models-broken", limit="weights-2")
+    assert run.returncode != 0
+    assert f"is incomplete: {SHARDS[3]} is 4096 bytes, its header says" in run.stdout
+
+
+def test_a_moving_revision_is_refused_before_any_host_is_touched():
+    run = stage("model_weights_revision=main", "model_weights_models_dir=/srv/models-main")
+    assert run.returncode != 0
+    assert "model_weights_revision must be the full 40-character commit sha" in run.stdout
+    assert sh("weights-1", "test -e /srv/models-main && echo yes || echo no").strip() == "no"

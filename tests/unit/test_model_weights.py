@@ -1,0 +1,297 @@
+"""model_weights: what a complete copy is, the settings rules, and the modules on a real
+directory (run through `ansible localhost -m`, as a play would run them)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+import model_weights as mw  # module_utils, on sys.path via conftest
+
+sys.path.insert(0, str(ROOT / "tests" / "weights_standins"))
+from make_test_model import write_model  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("mw_filters", ROOT / "filter_plugins" / "model_weights.py")
+filters = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(filters)
+
+REPO, REV = "kimi-test/Kimi-K2-Tiny", "4b1d2c3e5f60718293a4b5c6d7e8f90112233445"
+SHARD = "model-00001-of-00003.safetensors"
+
+
+@pytest.fixture
+def model(tmp_path):
+    directory = tmp_path / "model"
+    write_model(directory, shards=3, shard_bytes=64 << 10, seed=1)
+    return directory
+
+
+@pytest.fixture
+def manifest(model):
+    found, problems = mw.manifest_from_directory(str(model), REPO, REV)
+    assert problems == []
+    return found
+
+
+def module(name: str, **args) -> dict:
+    """Run one of our modules on localhost and return its JSON result."""
+    run = subprocess.run(["ansible", "localhost", "-m", name, "-a", json.dumps(args), "-o"],
+                         capture_output=True, text=True, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    head, _, body = run.stdout.partition(" => ")
+    result = json.loads(body)
+    result["_failed"] = "FAILED" in head
+    return result
+
+
+# ---- A shard's size comes from its own header ----------------------------------------
+
+def test_a_shard_size_is_read_from_its_header(model):
+    path = model / SHARD
+    assert mw.safetensors_size(str(path)) == path.stat().st_size
+
+
+def test_a_truncated_shard_is_shorter_than_its_header_says(model):
+    path = model / SHARD
+    size = path.stat().st_size
+    os.truncate(path, size - 100)
+    assert mw.safetensors_size(str(path)) == size
+
+
+@pytest.mark.parametrize("content,reason", [(b"\x01\x00", "8-byte"), (b"\x10" + b"\x00" * 7 + b"{", "cut short"),
+                                            (b"\x02" + b"\x00" * 7 + b"{[", "not JSON")])
+def test_a_broken_header_is_an_error(tmp_path, content, reason):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=reason):
+        mw.safetensors_size(str(path))
+
+
+# ---- A mirror without a marker is listed and checked against its index ---------------
+
+def test_a_complete_mirror_lists_every_file_with_its_size(model, manifest):
+    assert {f["path"]: f["size"] for f in manifest["files"]} == {
+        p.name: p.stat().st_size for p in model.iterdir()}
+
+
+def test_an_incomplete_mirror_names_what_is_missing_or_short(model):
+    (model / "model-00002-of-00003.safetensors").unlink()
+    os.truncate(model / SHARD, 4096)
+    _manifest, problems = mw.manifest_from_directory(str(model), REPO, REV)
+    assert "model-00002-of-00003.safetensors (named in the index) is missing" in problems
+    assert any(p.startswith(SHARD + " is 4096 bytes, its header says") for p in problems)
+
+
+def test_a_mirror_without_an_index_is_refused(model):
+    (model / mw.INDEX).unlink()
+    assert mw.manifest_from_directory(str(model), REPO, REV)[1] == [f"{mw.INDEX} is missing"]
+
+
+# ---- A copy against its manifest -------------------------------------------------------
+
+def test_a_complete_copy_has_nothing_wrong(model, manifest):
+    state = mw.check(str(model), manifest)
+    assert (state["missing"], state["short"], state["bad"]) == ([], [], [])
+    assert state["present_bytes"] == sum(f["size"] for f in manifest["files"])
+
+
+def test_missing_short_long_and_corrupt_files_are_told_apart(model, manifest):
+    (model / "config.json").unlink()
+    os.truncate(model / SHARD, 100)
+    with open(model / "model-00002-of-00003.safetensors", "ab") as f:
+        f.write(b"extra")
+    third = model / "model-00003-of-00003.safetensors"
+    data = bytearray(third.read_bytes())
+    data[0] ^= 0xFF  # same size, header length now absurd
+    third.write_bytes(bytes(data))
+    state = mw.check(str(model), manifest)
+    assert state["missing"] == ["config.json"]
+    assert state["short"] == [SHARD]
+    assert [b["path"] for b in state["bad"]] == ["model-00002-of-00003.safetensors",
+                                                 "model-00003-of-00003.safetensors"]
+
+
+def test_sha256_is_compared_only_when_asked(model, manifest):
+    entry = next(f for f in manifest["files"] if f["path"] == "config.json")
+    entry["sha256"] = "0" * 64
+    assert mw.check(str(model), manifest)["bad"] == []
+    assert mw.check(str(model), manifest, sha256=True)["bad"] == [
+        {"path": "config.json", "reason": "sha256 differs from the source's"}]
+
+
+def test_an_index_naming_a_shard_the_source_lacks_is_wrong(model, manifest):
+    manifest["files"] = [f for f in manifest["files"] if f["path"] != SHARD]
+    assert {"path": mw.INDEX, "reason": f"names {SHARD}, which the source lacks"} in \
+        mw.check(str(model), manifest)["bad"]
+
+
+# ---- The marker: the cheap check of a verified copy -------------------------------------
+
+def test_the_marker_is_valid_only_for_its_revision_and_sizes(model, manifest):
+    assert mw.marker_is_valid(str(model), REPO, REV)[0] is False
+    mw.write_marker(str(model), manifest, "path", False)
+    assert mw.marker_is_valid(str(model), REPO, REV)[0] is True
+    assert mw.marker_is_valid(str(model), REPO, "f" * 40) == (False, f"the marker is for {REPO}@{REV}")
+    os.truncate(model / SHARD, 10)
+    assert mw.marker_is_valid(str(model), REPO, REV) == (
+        False, f"{SHARD} is missing or has the wrong size")
+
+
+def test_the_marker_and_private_state_are_not_part_of_the_model(model, manifest):
+    mw.write_marker(str(model), manifest, "hub", False)
+    (model / ".cache" / "huggingface").mkdir(parents=True)
+    (model / ".cache" / "huggingface" / "x.incomplete").write_bytes(b"12345")
+    assert set(mw.local_files(str(model))) == {f["path"] for f in manifest["files"]}
+    assert mw.bytes_on_disk(str(model)) > manifest_bytes(manifest) + 5
+
+
+def manifest_bytes(manifest):
+    return sum(f["size"] for f in manifest["files"])
+
+
+# ---- Progress and parallel streams ------------------------------------------------------
+
+def test_progress_gives_rate_and_eta_from_the_bytes_moved_since_start():
+    p = mw.progress(done=600, total=1000, elapsed=10, start_done=100)
+    assert (p["rate_bytes"], p["eta"]) == (50, 8)
+    assert mw.progress(100, 1000, 0, 100)["eta"] is None
+
+
+def test_streams_split_files_evenly_by_bytes_and_cover_each_once():
+    files = [{"path": f"s{i}", "size": size} for i, size in enumerate([90, 80, 50, 40, 30, 10])]
+    streams = mw.split_streams(files, 3)
+    assert sorted(sum(streams, [])) == sorted(f["path"] for f in files)
+    loads = [sum(f["size"] for f in files if f["path"] in s) for s in streams]
+    assert max(loads) - min(loads) <= 30
+    assert len(mw.split_streams(files[:2], 8)) == 2
+
+
+def test_a_progress_line_reads_like_a_person_wrote_it():
+    line = filters.model_weights_progress_line({
+        "method": "hub", "state": "running", "done_bytes": 12 << 30, "total_bytes": 958 << 30,
+        "rate_bytes": 850 << 20, "eta": 1140, "elapsed": 15})
+    assert line == "hub running: 12.0 GiB of 958.0 GiB (1%), 850.0 MiB/s, ETA 19 min, 15 s elapsed"
+    assert filters.model_weights_progress_line({"method": "rsync", "state": "finished", "done_bytes": 1024,
+                                                "total_bytes": 1024, "rate_bytes": 512, "eta": 0,
+                                                "elapsed": 2}) == "rsync finished: 1.0 KiB of 1.0 KiB (100%), 512.0 B/s, 2 s elapsed"
+
+
+# ---- Settings rules ---------------------------------------------------------------------
+
+def settings(**over):
+    base = {"repo_id": REPO, "revision": REV, "source": "hub", "peer": "", "path": "",
+            "free_space_margin_gib": 50, "peer_streams": 4, "hub_max_workers": 8,
+            "progress_interval": 30, "timeout": 86400}
+    return {"__model_weights_settings": dict(base, **over)}
+
+
+def problems(hostvars, me="a"):
+    return filters.model_weights_problems(me, hostvars, list(hostvars))
+
+
+def test_good_settings_have_no_problems():
+    assert problems({"a": settings(), "b": settings(source="peer", peer="a")}, "b") == []
+
+
+@pytest.mark.parametrize("over,expected", [
+    ({"revision": "main"}, "model_weights_revision must be the full 40-character commit sha"),
+    ({"repo_id": "Kimi-K2-Instruct"}, "model_weights_repo_id must be a Hub repository id"),
+    ({"source": "nfs"}, "model_weights_source must be one of hub, peer, path"),
+    ({"source": "path", "path": "mirror/kimi"}, "set model_weights_path to the absolute path"),
+    ({"source": "peer", "peer": "a"}, "model_weights_peer names this host itself"),
+    ({"source": "peer", "peer": "z"}, "set model_weights_peer to a host of this play"),
+    ({"free_space_margin_gib": -1}, "model_weights_free_space_margin_gib must be a whole number >= 0"),
+    ({"peer_streams": "many"}, "model_weights_peer_streams must be a whole number >= 1"),
+])
+def test_bad_settings_name_the_variable_and_the_fix(over, expected):
+    found = problems({"a": settings(**over)})
+    assert len(found) == 1 and expected in found[0], found
+
+
+def test_a_peer_must_copy_the_same_revision_from_a_host_that_does_not_copy_itself():
+    hostvars = {"a": settings(source="peer", peer="c"), "b": settings(source="peer", peer="a", revision="f" * 40),
+                "c": settings()}
+    found = problems(hostvars, "b")
+    assert any("copies from a peer itself" in p for p in found)
+    assert any("peers copy the same revision" in p for p in found)
+
+
+def test_the_peers_of_a_host_are_those_that_name_it():
+    hostvars = {"a": settings(), "b": settings(source="peer", peer="a"), "c": settings(source="peer", peer="a"),
+                "d": settings(source="path", path="/mnt/m", peer="a")}
+    assert filters.model_weights_peers_of(hostvars, list(hostvars), "a") == ["b", "c"]
+
+
+# ---- The modules, run as Ansible runs them ----------------------------------------------
+
+def test_repair_removes_wrong_files_stale_partials_and_the_marker(model, manifest, tmp_path):
+    mw.write_marker(str(model), manifest, "hub", False)
+    os.truncate(model / SHARD, 100)
+    meta = model / ".cache" / "huggingface" / "download"
+    meta.mkdir(parents=True)
+    (meta / (SHARD + ".metadata")).write_text("x")
+    (meta / "abc.def.12345678.incomplete").write_bytes(b"partial")
+    result = module("model_weights_check", dest=str(model), repo_id=REPO, revision=REV,
+                    manifest=manifest, repair=True)
+    assert result["changed"] and not result["verified"]
+    assert set(result["removed"]) == {SHARD, mw.MARKER, ".cache/huggingface/download/abc.def.12345678.incomplete"}
+    assert not (model / SHARD).exists() and not (meta / (SHARD + ".metadata")).exists()
+    assert result["needed_bytes"] == next(f["size"] for f in manifest["files"] if f["path"] == SHARD)
+
+
+def test_a_short_file_is_kept_for_an_appending_copy(model, manifest):
+    os.truncate(model / SHARD, 100)
+    result = module("model_weights_check", dest=str(model), repo_id=REPO, revision=REV,
+                    manifest=manifest, repair=True, keep_short=True)
+    assert result["short"] == [SHARD] and result["removed"] == []
+    assert (model / SHARD).stat().st_size == 100
+
+
+def test_finalize_refuses_an_incomplete_copy(model, manifest):
+    (model / SHARD).unlink()
+    result = module("model_weights_check", dest=str(model), repo_id=REPO, revision=REV,
+                    manifest=manifest, finalize=True)
+    assert result["_failed"] and "not complete" in result["msg"]
+    assert not (model / mw.MARKER).exists()
+
+
+def test_a_copy_and_prewarm_write_progress_and_the_copy_verifies(model, manifest, tmp_path):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here (the role installs it on hosts)")
+    dest = tmp_path / "copy"
+    work = tmp_path / "work"
+    copy = module("model_weights_run", method="rsync", dest=str(dest), files=manifest["files"],
+                  work_dir=str(work / "rsync"), source=str(model) + "/", streams=2)
+    assert not copy["_failed"], copy
+    assert json.loads((work / "rsync" / "progress.json").read_text())["state"] == "finished"
+    assert copy["progress"]["done_bytes"] == manifest_bytes(manifest)
+    done = module("model_weights_check", dest=str(dest), repo_id=REPO, revision=REV,
+                  manifest=manifest, finalize=True, owner="root", group="root", source="path")
+    assert done["changed"] and done["verified"]
+    assert mw.marker_is_valid(str(dest), REPO, REV)[0]
+    warm = module("model_weights_run", method="prewarm", dest=str(dest), files=manifest["files"],
+                  work_dir=str(work / "prewarm"))
+    assert warm["progress"]["done_bytes"] == manifest_bytes(manifest)
+
+
+def test_a_job_past_its_timeout_is_killed_and_fails(tmp_path, model, manifest):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here (the role installs it on hosts)")
+    # A daemon on loopback that accepts and never answers: rsync waits until killed.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        result = module("model_weights_run", method="rsync", dest=str(tmp_path / "copy"),
+                        files=manifest["files"], work_dir=str(tmp_path / "work"),
+                        source=f"rsync://127.0.0.1:{port}/models/", streams=1, timeout=2)
+    assert result["_failed"]
+    assert result["msg"].startswith("rsync timed out after 2 s")
+    assert json.loads((tmp_path / "work" / "progress.json").read_text())["state"] == "failed"
