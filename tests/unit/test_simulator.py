@@ -107,6 +107,23 @@ def test_api_key_guards_everything_but_health_and_metrics(sim_factory, tmp_path)
     assert sim.request("/v1/models")[0] == 200
 
 
+def test_a_refused_post_leaves_a_kept_alive_connection_usable(sim_factory):
+    # A router reuses connections: the body of a refused request must not be read as the
+    # start of the next one.
+    import http.client
+    sim = sim_factory([*THINKING, "--api-key", "s3cret"], api_key="s3cret")
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    body = json.dumps({"text": "x", "sampling_params": {"max_new_tokens": 2}})
+    conn.request("POST", "/generate", body, {"Content-Type": "application/json"})
+    refused = conn.getresponse()
+    refused.read()
+    assert refused.status == 401
+    conn.request("POST", "/generate", body, {"Content-Type": "application/json",
+                                             "Authorization": "Bearer s3cret"})
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
 def test_info_routes(sim_factory):
     sim = sim_factory([*THINKING, "--served-model-name", "kimi-thinking"])
     assert [m["id"] for m in sim.json("/v1/models")["data"]] == ["kimi-thinking"]

@@ -28,7 +28,9 @@ def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedPro
     argv += ["--limit", limit] if limit else []
     for item in extra_vars:
         argv += ["-e", item]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    # ansible-core 2.19 writes task failures to stderr: keep both in one stream.
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=900)
 
 
 def sh(host: str, command: str) -> str:
@@ -56,7 +58,7 @@ def body_bytes(requests: list[dict]) -> int:
 
 
 def ok(run: subprocess.CompletedProcess) -> None:
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, run.stdout[-6000:]
 
 
 def test_both_copies_are_the_source_byte_for_byte():
@@ -119,12 +121,18 @@ def test_an_interrupted_download_resumes_instead_of_restarting():
     assert first.returncode != 0
     assert "hub timed out after 6 s" in first.stdout
     done_first = body_bytes(hub_requests(8081))
-    second = stage(*common, limit="weights-1")
+    # The resumed copy is also checked against the Hub's LFS sha256 this time.
+    second = stage(*common, "model_weights_verify_sha256=true", limit="weights-1")
     ok(second)
     total = sum((MODEL / name).stat().st_size for name in source_digests())
     resumed = body_bytes(hub_requests(8081)) - done_first
     assert 0 < resumed < total, (resumed, total)
-    assert copy_digests("weights-1", f"{target}/{REPO}/{REVISION}") == source_digests()
+    copy = f"{target}/{REPO}/{REVISION}"
+    assert copy_digests("weights-1", copy) == source_digests()
+    marker = json.loads(sh("weights-1", f"cat {copy}/.model-weights-verified.json"))
+    assert marker["sha256_checked"] is True
+    assert {f["path"]: f["sha256"] for f in marker["files"] if f["sha256"]} == {
+        name: digest for name, digest in source_digests().items() if name.endswith(".safetensors")}
 
 
 def test_too_little_disk_fails_before_downloading_anything():

@@ -102,8 +102,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) or b"{}")
+        return json.loads(self._raw_body or b"{}")
 
     def _authorised(self) -> bool:
         key = self.state.args.api_key
@@ -119,6 +118,9 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        # Read the body before any early answer (401, 404, 503): bytes left unread would be
+        # taken for the next request on a kept-alive connection (a router reuses them).
+        self._raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         path = self.path.split("?", 1)[0]
         state = self.state
         if path in ("/health", "/health_generate"):
