@@ -8,6 +8,8 @@ SGLANG_VERSION ?= 0.5.6.post1
 SIM_WHEEL := build/wheelhouse/sglang_sim-0.1.0-py3-none-any.whl
 # The model_weights role's pinned download tool, for test hosts that install from wheels.
 HUB_WHEELHOUSE := build/wheelhouse-hub/.downloaded
+# sglang-router and its dependencies, for test hosts (they reach no package index).
+ROUTER_WHEELHOUSE := build/wheelhouse-router/.downloaded
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -38,7 +40,12 @@ $(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -pat
 
 $(HUB_WHEELHOUSE): roles/model_weights/defaults/main.yml $(VENV)/.installed
 	$(VENV)/bin/pip download --quiet --disable-pip-version-check --dest build/wheelhouse-hub \
-	  "$$(sed -n 's/^model_weights_hub_package: //p' roles/model_weights/defaults/main.yml)"
+	  "$$(sed -n 's/^model_weights_hub_package: "*\([^"]*\)"*$$/\1/p' roles/model_weights/defaults/main.yml)"
+	touch $@
+
+$(ROUTER_WHEELHOUSE): roles/sglang_router/defaults/main.yml $(VENV)/.installed
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --dest build/wheelhouse-router \
+	  "$$(sed -n 's/^sglang_router_package: "*\([^"]*\)"*$$/\1/p' roles/sglang_router/defaults/main.yml)"
 	touch $@
 
 ## demo: a local simulated fleet, converged by the real playbooks
@@ -71,7 +78,7 @@ conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/integration
 
-molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
+molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
 	PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 molecule test --all
 
 ## bench: converge timings, evaluator overhead, weights staging hub vs peer (each prints a table)

@@ -138,8 +138,12 @@ class Smoke:
         require(path == self.expect["model_path"], self.expect["model_path"], repr(path))
 
     def check_auth(self):
+        # Generation is what the key protects; sglang-router, unlike SGLang, serves its
+        # /v1/models to anyone, so a model list is no test of the key.
+        body = {"model": self.expect["served_model_name"], "max_tokens": 1,
+                "messages": [{"role": "user", "content": "Say OK."}]}
         for label, key in (("no key", ""), ("a wrong key", "wrong-" + "x" * 8)):
-            answer = self.endpoint.call("/v1/models", key=key)
+            answer = self.endpoint.call("/v1/chat/completions", body, key=key)
             require(answer.status == 401, f"HTTP 401 with {label}", f"HTTP {answer.status}")
 
     def check_chat(self):

@@ -24,7 +24,9 @@ SHARDS = sorted(p.name for p in MODEL.glob("*.safetensors"))
 
 
 def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedProcess:
-    argv = ["ansible-playbook", "-i", INVENTORY, str(PROJECT / "playbooks/stage_weights.yml")]
+    # Converge and idempotence ran the install steps; each case here is about staging.
+    argv = ["ansible-playbook", "-i", INVENTORY, str(PROJECT / "playbooks/stage_weights.yml"),
+            "--skip-tags", "model_weights_install"]
     argv += ["--limit", limit] if limit else []
     for item in extra_vars:
         argv += ["-e", item]

@@ -1,0 +1,122 @@
+#!/usr/bin/python
+"""Ansible module: add or remove an sglang-router's workers through its /workers API."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sglang_router_workers
+short_description: Add or remove the workers of a running sglang-router
+description:
+  - Talks to sglang-router's (0.3.x) /workers API, stdlib only. C(present) POSTs every
+    URL the router does not list, with the worker API key; C(absent) finds each listed URL's
+    worker id and DELETEs it. The router does both in the background; with I(wait) the
+    module polls GET /workers until every URL is listed and healthy (present) or gone
+    (absent), and fails after I(timeout) seconds naming what the router lists.
+  - A removed worker finishes its in-flight requests; this is how a rolling change drains
+    a server group from the router before stopping it, and re-adds it afterwards.
+  - Check mode reads the listing and reports what would change.
+options:
+  router_url:
+    description: The router's base URL, e.g. http://127.0.0.1:30080.
+    type: str
+    required: true
+  api_key:
+    description:
+      - The router's API key (sglang-router --api-key). Also sent as each added worker's
+        key: router and workers share one key.
+    type: str
+    required: true
+    no_log: true
+  urls:
+    description: Worker base URLs (rank 0 of each server), e.g. http://10.10.1.11:30000.
+    type: list
+    elements: str
+    required: true
+  state:
+    description: C(present) to have the URLs served, C(absent) to drain them away.
+    type: str
+    choices: [present, absent]
+    default: present
+  exclusive:
+    description: With C(present), also remove every listed worker not in I(urls).
+    type: bool
+    default: false
+  wait:
+    description: Poll until the router's listing shows the result.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds I(wait) may take.
+    type: float
+    default: 300
+  request_timeout:
+    description: Seconds per HTTP request.
+    type: float
+    default: 10
+"""
+
+EXAMPLES = r"""
+- name: Drain a server from the router before restarting it
+  sglang_router_workers:
+    router_url: http://127.0.0.1:30080
+    api_key: "{{ sglang_router_api_key }}"
+    urls:
+      - http://10.10.1.11:30000
+    state: absent
+  delegate_to: router-1
+
+- name: Serve it again once it is healthy
+  sglang_router_workers:
+    router_url: http://127.0.0.1:30080
+    api_key: "{{ sglang_router_api_key }}"
+    urls:
+      - http://10.10.1.11:30000
+    timeout: 600
+  delegate_to: router-1
+"""
+
+RETURN = r"""
+before:
+  description: The router's workers before the change (id, url, healthy), sorted by URL.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{id: 4e31b54e-02c5-4029-b11e-d2ff81cdfbc7, url: "http://10.10.1.11:30000", healthy: true}]
+after:
+  description: The workers after the change (after the wait, when I(wait)).
+  type: list
+  elements: dict
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sglang_router import Router, RouterError, converge
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "router_url": {"type": "str", "required": True},
+            "api_key": {"type": "str", "required": True, "no_log": True},
+            "urls": {"type": "list", "elements": "str", "required": True},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "exclusive": {"type": "bool", "default": False},
+            "wait": {"type": "bool", "default": True},
+            "timeout": {"type": "float", "default": 300},
+            "request_timeout": {"type": "float", "default": 10},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    router = Router(p["router_url"], p["api_key"], p["request_timeout"])
+    try:
+        changed, before, after = converge(
+            router, p["urls"], p["state"], worker_api_key=p["api_key"],
+            exclusive=p["exclusive"], wait=p["wait"], timeout=p["timeout"],
+            check_mode=module.check_mode)
+    except RouterError as err:
+        module.fail_json(msg=str(err))
+    module.exit_json(changed=changed, before=before, after=after)
+
+
+if __name__ == "__main__":
+    main()

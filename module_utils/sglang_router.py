@@ -1,0 +1,138 @@
+"""Change an sglang-router's workers through its /workers API: stdlib only (managed host).
+
+sglang-router 0.3.2: GET /workers lists {"workers": [{"id", "url", "is_healthy", ...}]};
+POST /workers {"url", "api_key"} answers 202 and adds the worker in the background (it is
+listed only once its health check passed); DELETE /workers/<id> answers 202 and removes it
+in the background, letting its in-flight requests finish. All three need the router's key.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+
+class RouterError(Exception):
+    """The router could not be reached or refused a request."""
+
+
+class Router:
+    def __init__(self, base_url, api_key, timeout=10.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", "Bearer " + self.api_key)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+        except (urllib.error.URLError, OSError) as err:
+            raise RouterError(f"{method} {self.base_url}{path}: "
+                              f"{getattr(err, 'reason', err)}") from err
+
+    def workers(self):
+        """The listed workers as [{"id", "url", "healthy"}], sorted by URL."""
+        status, body = self.call("GET", "/workers")
+        if status != 200:
+            raise RouterError(f"GET /workers answered HTTP {status}: {_short(body)}")
+        try:
+            listed = json.loads(body)["workers"]
+            return sorted(({"id": w["id"], "url": w["url"],
+                            "healthy": bool(w.get("is_healthy"))} for w in listed),
+                          key=lambda w: w["url"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise RouterError(f"GET /workers: unexpected answer {_short(body)}") from err
+
+    def add(self, url, worker_api_key):
+        body = {"url": url}
+        if worker_api_key:
+            body["api_key"] = worker_api_key
+        status, answer = self.call("POST", "/workers", body)
+        if status not in (200, 201, 202):
+            raise RouterError(f"POST /workers {url} answered HTTP {status}: {_short(answer)}")
+
+    def remove(self, worker_id, url):
+        status, answer = self.call("DELETE", "/workers/" + worker_id)
+        # 404: it went away on its own between the listing and the removal.
+        if status not in (200, 202, 204, 404):
+            raise RouterError(f"DELETE /workers/{worker_id} ({url}) answered HTTP {status}: "
+                              f"{_short(answer)}")
+
+
+def _short(body, limit=300):
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    return text[:limit]
+
+
+def normalise(url):
+    return url.strip().rstrip("/")
+
+
+def plan(listed, urls, state, exclusive=False):
+    """(URLs to add, workers to remove) that bring the listing to the wanted state."""
+    wanted = sorted({normalise(u) for u in urls})
+    by_url = {normalise(w["url"]): w for w in listed}
+    if state == "present":
+        add = [u for u in wanted if u not in by_url]
+        remove = ([w for u, w in sorted(by_url.items()) if u not in wanted]
+                  if exclusive else [])
+    else:
+        add = []
+        remove = [by_url[u] for u in wanted if u in by_url]
+    return add, remove
+
+
+def settled(listed, urls, state, exclusive=False):
+    """Whether the listing shows the wanted state (present: listed and healthy)."""
+    by_url = {normalise(w["url"]): w for w in listed}
+    wanted = {normalise(u) for u in urls}
+    if state == "absent":
+        return not wanted & set(by_url)
+    if exclusive and set(by_url) - wanted:
+        return False
+    return all(u in by_url and by_url[u]["healthy"] for u in wanted)
+
+
+def converge(router, urls, state, worker_api_key="", exclusive=False, wait=True,
+             timeout=300.0, interval=1.0, check_mode=False, clock=time.monotonic,
+             sleep=time.sleep):
+    """Add or remove workers; with wait, poll until the listing shows the result.
+
+    Returns (changed, before, after). Raises RouterError on a refusal or a timeout, with
+    what the router listed last.
+    """
+    before = router.workers()
+    add, remove = plan(before, urls, state, exclusive)
+    changed = bool(add or remove)
+    if check_mode or not changed and not wait:
+        return changed, before, before
+    for url in add:
+        router.add(url, worker_api_key)
+    for worker in remove:
+        router.remove(worker["id"], worker["url"])
+    after = router.workers()
+    if not wait:
+        return changed, before, after
+    deadline = clock() + timeout
+    while not settled(after, urls, state, exclusive):
+        if clock() >= deadline:
+            shown = ", ".join(f"{w['url']} ({'healthy' if w['healthy'] else 'unhealthy'})"
+                              for w in after) or "no workers"
+            goal = ("listed and healthy" if state == "present" else "gone")
+            raise RouterError(
+                f"after {timeout:g} s the router's workers are not {goal} for "
+                f"{sorted(normalise(u) for u in urls)}; it lists: {shown}. A worker the "
+                "router cannot reach or that is not healthy is never listed (check its "
+                "/health and that its API key is the router's)")
+        sleep(interval)
+        after = router.workers()
+    return changed, before, after

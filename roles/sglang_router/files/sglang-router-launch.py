@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Start sglang-router with its API key and worker list read from files.
+
+sglang-router takes its key only as --api-key, which `ps` and the systemd unit would show.
+This launcher runs under the router venv's Python: it parses the router's flags with the
+router's own parser (sglang_router.launch_router.parse_router_args, so they are checked
+exactly as `python -m sglang_router.launch_router` checks them), sets the key and the
+worker URLs on the parsed RouterArgs, and starts the router in this process.
+
+    python sglang-router-launch.py --api-key-file FILE --worker-urls-file FILE -- FLAGS...
+
+The worker file holds one URL per line ('#' comments allowed): Ansible rewrites it when
+the inventory's servers change, and changes the running router's workers through its
+/workers API, so a worker change needs no restart and a reboot still comes back complete.
+
+Shipped by the Ansible role sglang_router; stdlib plus the installed sglang_router package.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+OWNED = ("--api-key", "--worker-urls")
+
+
+def split_argv(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Return (our options, the router's flags). Refuses the key on the command line."""
+    if "--" not in argv:
+        raise SystemExit("usage: sglang-router-launch --api-key-file FILE "
+                         "--worker-urls-file FILE -- ROUTER_FLAGS...")
+    at = argv.index("--")
+    parser = argparse.ArgumentParser(prog="sglang-router-launch")
+    parser.add_argument("--api-key-file", required=True)
+    parser.add_argument("--worker-urls-file", required=True)
+    ours, flags = parser.parse_args(argv[:at]), argv[at + 1:]
+    for flag in flags:
+        if flag.split("=", 1)[0] in OWNED:
+            raise SystemExit(f"refusing {flag.split('=', 1)[0]} among the router flags: "
+                             "the key would show in ps; both come from their files")
+    return ours, flags
+
+
+def read_key(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            key = handle.read().strip()
+    except OSError as err:
+        raise SystemExit(f"cannot read the API key file {path}: {err.strerror}")
+    if not key:
+        raise SystemExit(f"the API key file {path} is empty")
+    return key
+
+
+def read_urls(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.split("#", 1)[0].strip() for line in handle]
+    except OSError as err:
+        raise SystemExit(f"cannot read the worker URL file {path}: {err.strerror}")
+    return [line for line in lines if line]
+
+
+def main(argv: list[str]) -> None:
+    ours, flags = split_argv(argv)
+    key = read_key(ours.api_key_file)
+    urls = read_urls(ours.worker_urls_file)
+    from sglang_router.launch_router import launch_router, parse_router_args
+
+    router_args = parse_router_args(flags)
+    router_args.api_key = key
+    router_args.worker_urls = urls
+    launch_router(router_args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

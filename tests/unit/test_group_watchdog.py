@@ -1,0 +1,164 @@
+"""The multi-node group watchdog: its decision function, then the real program against
+two loopback /health servers and a fake systemctl that records its calls."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "roles" / "sglang_service" / "files" / "sglang_group_watchdog.py"
+_spec = importlib.util.spec_from_file_location("sglang_group_watchdog", SCRIPT)
+watchdog = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = watchdog  # dataclasses look their module up there
+_spec.loader.exec_module(watchdog)
+
+
+def run_probes(rounds, failures=3):
+    """Feed rounds of per-rank health to decide(); return the actions taken."""
+    watch, actions = watchdog.Watch(), []
+    for healthy in rounds:
+        watch, action = watchdog.decide(watch, healthy, failures)
+        actions.append(action)
+    return watch, actions
+
+
+UP, RANK1_DOWN = [True, True], [True, False]
+
+
+def test_a_starting_group_is_never_restarted():
+    watch, actions = run_probes([[False, False]] * 10 + [RANK1_DOWN] * 10)
+    assert not watch.armed
+    assert "restart" not in actions
+
+
+def test_arms_once_every_rank_is_healthy_at_once():
+    watch, actions = run_probes([RANK1_DOWN, [False, True], UP])
+    assert actions == ["", "", "arm"]
+    assert watch.armed
+
+
+def test_restarts_after_n_consecutive_failures():
+    _, actions = run_probes([UP] + [RANK1_DOWN] * 3)
+    assert actions == ["arm", "", "", "restart"]
+
+
+@pytest.mark.parametrize("rounds", [
+    [UP, RANK1_DOWN, UP] * 5,                            # single blips
+    [UP, RANK1_DOWN, RANK1_DOWN, UP, RANK1_DOWN, RANK1_DOWN, UP],  # never 3 in a row
+    [UP, RANK1_DOWN, [False, True], RANK1_DOWN, UP],     # different ranks, 1 each
+])
+def test_blips_below_the_threshold_do_not_restart(rounds):
+    _, actions = run_probes(rounds)
+    assert "restart" not in actions
+
+
+def test_its_own_rank_counts_too():
+    _, actions = run_probes([UP] + [[False, True]] * 3)
+    assert actions[-1] == "restart"
+
+
+def test_disarmed_after_a_restart_until_the_group_is_whole_again():
+    watch, actions = run_probes([UP] + [RANK1_DOWN] * 3 + [[False, False]] * 20)
+    assert actions.count("restart") == 1
+    assert not watch.armed
+    watch, action = watchdog.decide(watch, UP, 3)
+    assert (watch.armed, action) == (True, "arm")
+    assert watch.misses == (0, 0)
+
+
+def test_rearmed_group_restarts_again_on_a_new_failure():
+    _, actions = run_probes(([UP] + [RANK1_DOWN] * 3) * 2)
+    assert actions.count("restart") == 2
+
+
+# ---- the real program -------------------------------------------------------------------
+
+class Rank:
+    """A loopback /health that answers 200 or 503 as the test says."""
+
+    def __init__(self):
+        rank = self
+        self.healthy = True
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                self.send_response(200 if rank.healthy else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/health"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def group(tmp_path):
+    ranks = [Rank(), Rank()]
+    calls = tmp_path / "systemctl.calls"
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    config = tmp_path / "watchdog.json"
+    config.write_text(json.dumps({"urls": [r.url for r in ranks], "rank": 0,
+                                  "unit": "sglang.service", "interval": 0.2,
+                                  "failures": 3, "timeout": 1}))
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    processes = []
+
+    def start():
+        processes.append(subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(config)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        return processes[-1]
+
+    yield ranks, calls, start
+    for process in processes:
+        process.kill()
+        process.wait()
+    for rank in ranks:
+        rank.server.shutdown()
+
+
+def restarts(calls):
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_program_restarts_its_unit_once_when_a_rank_fails(group):
+    ranks, calls, start = group
+    process = start()
+    time.sleep(0.6)                                       # armed: both ranks healthy
+    ranks[1].healthy = False
+    time.sleep(2.0)                                       # ~10 failed probes, one restart
+    assert restarts(calls) == ["--no-block restart sglang.service"]
+    ranks[1].healthy = True
+    time.sleep(0.5)                                       # whole again: armed again
+    process.terminate()                                   # SIGTERM: a clean stop
+    out, _ = process.communicate(timeout=5)
+    assert process.returncode == 0, out
+    assert "armed: all 2 ranks healthy" in out
+    assert out.count("armed: all 2 ranks healthy") == 2, out
+    assert f"restarting sglang.service: rank 1 {ranks[1].url} (HTTP 503) failed 3" in out, out
+    assert out.rstrip().endswith("stopped"), out
+
+
+def test_program_never_restarts_a_group_it_has_not_seen_whole(group):
+    ranks, calls, start = group
+    ranks[1].healthy = False                              # before the first probe
+    process = start()
+    time.sleep(1.5)
+    assert restarts(calls) == []
+    process.terminate()
+    out, _ = process.communicate(timeout=5)
+    assert "waiting for every rank to be healthy: rank 1" in out, out
+    assert "armed:" not in out, out
