@@ -121,7 +121,7 @@ def check(directory, manifest, sha256=False):
     """
     missing, short, bad = [], [], []
     present = 0
-    index = None
+    index_ok = False
     for entry in manifest["files"]:
         rel, size = entry["path"], entry["size"]
         path = os.path.join(directory, rel)
@@ -147,15 +147,12 @@ def check(directory, manifest, sha256=False):
         if sha256 and entry.get("sha256") and sha256_of(path) != entry["sha256"]:
             bad.append({"path": rel, "reason": "sha256 differs from the source's"})
             continue
-        if rel == INDEX:
-            index = path
+        index_ok = index_ok or rel == INDEX
         present += size
-    if index:
+    if index_ok:
         listed = {e["path"] for e in manifest["files"]}
-        with open(index) as f:
-            for shard in sorted(set(json.load(f)["weight_map"].values())):
-                if shard not in listed:
-                    bad.append({"path": INDEX, "reason": "names %s, which the source lacks" % shard})
+        bad += [{"path": INDEX, "reason": "names %s, which the source lacks" % shard}
+                for shard in index_shards(directory) if shard not in listed]
     return {"missing": missing, "short": short, "bad": bad, "present_bytes": present}
 
 
