@@ -117,6 +117,12 @@ def test_the_router_has_every_group_rank_0_as_a_healthy_worker():
     assert workers == {"http://fleet-1:30000": True, "http://fleet-3:30000": True}
 
 
+def test_the_api_key_is_in_no_command_line_or_unit_on_the_router_host():
+    assert sh("fleet-1", "systemctl is-active sglang-router.service").strip() == "active"
+    assert KEY not in sh("fleet-1", "ps -eo args")
+    assert KEY not in sh("fleet-1", "systemctl cat sglang-router.service sglang.service")
+
+
 def test_a_dry_run_shows_which_groups_would_change_and_touches_nothing():
     before = {h: (started(h), unit(h)) for pair in PAIRS.values() for h in pair}
     run = playbook("rollout.yml", "--check", "--diff",
