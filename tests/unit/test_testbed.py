@@ -1,0 +1,66 @@
+"""The test bed reaches its hosts over SSH, the way production does, everywhere.
+
+The Molecule base config and the demo inventory state the same connection settings in two
+places (Molecule's driver sets the podman connection per host, which only
+provisioner.connection_options overrides); these tests keep them equal and keep the podman
+connection from coming back in any scenario, inventory or verify playbook.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = sorted(p.parent for p in (ROOT / "molecule").glob("*/molecule.yml"))
+SSH_CONFIG = "-F /var/cache/kimi-k2-testbed/ssh/config"
+
+
+def load(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def test_molecule_and_demo_connect_alike():
+    base = load(ROOT / ".config/molecule/config.yml")["provisioner"]["connection_options"]
+    demo = load(ROOT / "inventories/demo/group_vars/all/connection.yml")
+    assert base == demo
+    assert base["ansible_connection"] == "ssh"
+    assert base["ansible_ssh_common_args"] == SSH_CONFIG
+
+
+def test_setup_writes_the_config_the_inventories_name():
+    setup = (ROOT / "tools/testbed/setup.yml").read_text()
+    assert "testbed_ssh_dir: /var/cache/kimi-k2-testbed/ssh\n" in setup
+    assert 'dest: "{{ testbed_ssh_dir }}/config"' in setup
+
+
+def test_pipelining_and_control_persist_are_on():
+    cfg = (ROOT / "ansible.cfg").read_text()
+    assert "\npipelining = true\n" in cfg
+    assert "ControlPersist=" in cfg
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
+def test_scenario_uses_the_shared_base(scenario: Path):
+    config = load(scenario / "molecule.yml")
+    # Stated once in .config/molecule/config.yml; a scenario repeating them would drift.
+    for key in ("dependency", "driver", "verifier"):
+        assert key not in config, f"{scenario.name} repeats {key}"
+    provisioner = config.get("provisioner", {})
+    assert "connection_options" not in provisioner
+    assert "env" not in provisioner
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
+def test_scenario_verifies_its_connection_first(scenario: Path):
+    plays = load(scenario / "verify.yml")
+    assert plays[0].get("ansible.builtin.import_playbook") == "../shared/check_connection.yml"
+
+
+def test_no_inventory_uses_the_podman_connection():
+    files = [*ROOT.glob("molecule/**/*.yml"), *ROOT.glob("inventories/demo/**/*.yml")]
+    offenders = [str(f.relative_to(ROOT)) for f in files
+                 if "ansible_connection: podman" in f.read_text()
+                 or "containers.podman.podman\n" in f.read_text()]
+    assert offenders == []
