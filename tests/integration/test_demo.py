@@ -12,12 +12,13 @@ def demo(tmp_path_factory):
     assert up.status == "successful"
     site = play("playbooks/site.yml", "demo", tmp_path_factory.mktemp("site"))
     status = play("playbooks/status.yml", "demo", tmp_path_factory.mktemp("status"))
-    yield site, status
+    connection = play("tools/testbed/check_connection.yml", "demo", tmp_path_factory.mktemp("ssh"))
+    yield site, status, connection
     play("tools/demo/down.yml", "demo", tmp_path_factory.mktemp("down"))
 
 
 def test_site_converges_and_verifies_every_demo_host(demo):
-    site, _ = demo
+    site, _, _ = demo
     assert site.status == "successful", site.stdout.read()
     assert sorted(site.stats["ok"]) == DEMO + ["localhost"]  # localhost writes the report
     assert not site.stats["failures"] and not site.stats["dark"]
@@ -30,7 +31,14 @@ def test_site_converges_and_verifies_every_demo_host(demo):
 
 
 def test_every_endpoint_is_healthy_and_serves_its_model(demo):
-    _, status = demo
+    _, status, _ = demo
     lines = task_results(status, "runner_on_ok", "Show the endpoint")
     assert "health=200 models=['moonshotai/Kimi-K2-Thinking']" in lines["kimi-demo-1"]["msg"]
     assert "health=200 models=['moonshotai/Kimi-K2-Instruct']" in lines["kimi-demo-2"]["msg"]
+
+
+def test_the_demo_hosts_are_reached_over_ssh_with_pipelining(demo):
+    *_, connection = demo
+    assert connection.status == "successful", connection.stdout.read()
+    assert sorted(task_results(connection, "runner_on_ok", "Assert the connection plugin is ssh, "
+                                                           "pipelined")) == DEMO

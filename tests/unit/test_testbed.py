@@ -55,7 +55,7 @@ def test_scenario_uses_the_shared_base(scenario: Path):
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
 def test_scenario_verifies_its_connection_first(scenario: Path):
     plays = load(scenario / "verify.yml")
-    assert plays[0].get("ansible.builtin.import_playbook") == "../shared/check_connection.yml"
+    assert plays[0].get("ansible.builtin.import_playbook") == "../../tools/testbed/check_connection.yml"
 
 
 def test_no_inventory_uses_the_podman_connection():
