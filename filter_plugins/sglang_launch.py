@@ -8,7 +8,7 @@ enforces (or silently gets wrong); each error names the inventory variable to ch
 Filters:
   sglang_launch_problems(deployment) -> list of error strings (empty when launchable)
   sglang_launch_argv(deployment)     -> argv after `python -m <module>`
-  sglang_launch_resolved(deployment) -> the deployment with every default applied
+  sglang_launch(deployment)          -> {problems, argv, resolved} in one evaluation
   sglang_systemd_lines(argv)         -> ExecStart continuation lines, one flag per line
 """
 from __future__ import annotations
@@ -422,16 +422,31 @@ def sglang_systemd_lines(argv: list[str]) -> list[str]:
     return [" ".join(words) for words in lines]
 
 
-def sglang_launch_resolved(deployment: dict[str, Any]) -> dict[str, Any]:
-    """The deployment with the profile and variant defaults applied (what verify expects)."""
-    sglang_launch_argv(deployment)  # refuses what cannot start
-    return resolve(deployment)
+def sglang_launch(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Everything the role reads about one host's launch, from one evaluation: the role
+    stores it as a fact, because Jinja vars are re-evaluated at every reference.
+
+    problems: as sglang_launch_problems. argv: as sglang_launch_argv, empty when there are
+    problems. resolved: the deployment with the profile and variant defaults applied (what
+    verify expects); with problems, the deployment as given, so that its rank and node
+    count still describe the host (status.yml reads them from any host).
+    """
+    try:
+        problems = sglang_launch_problems(deployment)
+    except AnsibleFilterError as error:  # no manifest for the version: a problem like others
+        problems = [str(error)]
+    if problems:
+        return {"problems": problems, "argv": [],
+                "resolved": {**deployment, "nnodes": int(deployment.get("nnodes") or 1),
+                             "node_rank": int(deployment.get("node_rank") or 0)}}
+    resolved = resolve(deployment)
+    return {"problems": [], "argv": _render(resolved), "resolved": resolved}
 
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
-            "sglang_launch_resolved": sglang_launch_resolved,
+            "sglang_launch": sglang_launch,
             "sglang_launch_problems": sglang_launch_problems,
             "sglang_launch_argv": sglang_launch_argv,
             "sglang_systemd_lines": sglang_systemd_lines,

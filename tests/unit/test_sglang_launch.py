@@ -163,3 +163,34 @@ def test_one_flag_per_line():
     assert builder.sglang_systemd_lines(
         ["--tp-size", "8", "--trust-remote-code", "--cuda-graph-bs", "1", "2"]) == [
         "--tp-size 8", "--trust-remote-code", "--cuda-graph-bs 1 2"]
+
+
+# sglang_launch: what the role stores once per host as the sglang_service_launch fact.
+
+def test_launch_fact_of_a_valid_deployment_holds_its_argv_and_defaults(deployment):
+    two_nodes = {**deployment, "variant": "instruct", "tp_size": 16, "nnodes": 2,
+                 "node_rank": 1}
+    launch = builder.sglang_launch(two_nodes)
+    assert launch["problems"] == []
+    assert launch["argv"] == builder.sglang_launch_argv(two_nodes)
+    resolved = launch["resolved"]
+    assert (resolved["node_rank"], resolved["nnodes"], resolved["tp_size"]) == (1, 2, 16)
+    assert resolved["served_model_name"] == "moonshotai/Kimi-K2-Instruct"
+    assert (resolved["reasoning_parser"], resolved["tool_call_parser"]) == (None, "kimi_k2")
+
+
+def test_launch_fact_of_a_broken_deployment_lists_its_problems_and_no_argv(deployment):
+    broken = {**deployment, "port": 0, "ep_size": 3, "nnodes": 2, "node_rank": 1}
+    launch = builder.sglang_launch(broken)
+    assert launch["problems"] == builder.sglang_launch_problems(broken)
+    assert len(launch["problems"]) == 2 and launch["argv"] == []
+    # status.yml still shows the host's rank: the deployment as given, no defaults.
+    assert (launch["resolved"]["node_rank"], launch["resolved"]["nnodes"]) == (1, 2)
+    assert launch["resolved"]["served_model_name"] == ""
+
+
+def test_launch_fact_reports_a_missing_manifest_as_a_problem(deployment):
+    launch = builder.sglang_launch({**deployment, "sglang_version": "9.9"})
+    assert launch["argv"] == []
+    assert len(launch["problems"]) == 1
+    assert "make manifest SGLANG_VERSION=9.9" in launch["problems"][0]
