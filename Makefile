@@ -13,7 +13,7 @@ ROUTER_WHEELHOUSE := build/wheelhouse-router/.downloaded
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap testbed demo demo-down status plan test lint unit conformance \
+.PHONY: bootstrap testbed demo demo-down status plan test times-reset lint unit conformance \
         integration molecule bench manifest clean
 
 ## bootstrap: venv with the pinned controller tools, podman and the test image
@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 testbed: $(VENV)/.installed
-	ansible-playbook tools/testbed/setup.yml
+	tools/timed testbed ansible-playbook tools/testbed/setup.yml
 
 # Real SGLang, CPU only: its parser (conformance, manifest generator), its GSM8K script
 # and bench_serving (integration).
@@ -62,24 +62,33 @@ INVENTORY ?= inventories/demo
 plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
-## test: everything CI runs
-test: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL) lint unit conformance integration molecule
+## test: everything CI runs; ends with each stage's time (build/times.txt)
+test: times-reset bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL) lint unit conformance \
+      integration molecule
+	@cat build/times.txt
+
+times-reset:
+	@mkdir -p build && rm -f build/times.txt
 
 lint: $(VENV)/.installed
-	yamllint --strict .
-	ansible-lint
+	tools/timed yamllint yamllint --strict .
+	tools/timed ansible-lint ansible-lint
 
 unit: $(VENV)/.installed
-	pytest -q tests/unit
+	tools/timed unit pytest -q tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
-	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/conformance
+	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed conformance pytest -q tests/conformance
 
 integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
-	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python pytest -q tests/integration
+	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed integration pytest -q tests/integration
 
+# Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log).
+# tests/unit/test_testbed.py checks that this list names every scenario.
+SCENARIOS ?= fleet model_weights gpu_stack default gates
+MOLECULE_LANES ?= 2
 molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
-	PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 molecule test --all
+	tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
 
 ## bench: converge timings, evaluator overhead, weights staging hub vs peer (each prints a table)
 bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)

@@ -64,3 +64,9 @@ def test_no_inventory_uses_the_podman_connection():
                  if "ansible_connection: podman" in f.read_text()
                  or "containers.podman.podman\n" in f.read_text()]
     assert offenders == []
+
+
+def test_make_molecule_runs_every_scenario():
+    makefile = (ROOT / "Makefile").read_text()
+    [line] = [l for l in makefile.splitlines() if l.startswith("SCENARIOS ?=")]
+    assert sorted(line.split("?=")[1].split()) == sorted(p.name for p in SCENARIOS)
