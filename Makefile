@@ -88,7 +88,8 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 SCENARIOS ?= fleet model_weights gpu_stack default gates
 MOLECULE_LANES ?= 2
 molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
-	tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
+	MITOGEN_STRATEGY_PLUGINS=$$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p') \
+	  tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
 
 ## bench: converge timings, evaluator overhead, weights staging hub vs peer (each prints a table)
 bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)

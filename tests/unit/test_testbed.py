@@ -49,7 +49,10 @@ def test_scenario_uses_the_shared_base(scenario: Path):
         assert key not in config, f"{scenario.name} repeats {key}"
     provisioner = config.get("provisioner", {})
     assert "connection_options" not in provisioner
-    assert "env" not in provisioner
+    assert "ANSIBLE_CONFIG" not in provisioner.get("env", {})
+    # Mitogen is tested in one scenario; the others test the plain ssh plugin.
+    strategy = provisioner.get("env", {}).get("ANSIBLE_STRATEGY")
+    assert strategy == ("mitogen_linear" if scenario.name == "default" else None)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
