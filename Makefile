@@ -91,9 +91,10 @@ molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
 	MITOGEN_STRATEGY_PLUGINS=$$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p') \
 	  tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
 
-## bench: converge timings, evaluator overhead, weights staging hub vs peer (each prints a table)
+## bench: converge timings, plan at fleet scale, evaluator overhead, weights staging (each prints a table)
 bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
 	python bench/converge
+	python bench/plan_scale
 	python bench/gsm8k_overhead
 	python bench/weights_staging
 
