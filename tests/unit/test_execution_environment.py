@@ -40,7 +40,9 @@ def pins(text: str) -> dict[str, str]:
 def context(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ee-context")
     run = subprocess.run([str(BUILDER), "create", "--file", "execution-environment.yml",
-                          "--context", str(out)],
+                          "--context", str(out),
+                          # Else the name depends on whether podman is installed yet.
+                          "--output-filename", "Containerfile"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     return out
