@@ -1,8 +1,10 @@
-"""Filters of the model_weights role: settings checks, peer topology, progress lines."""
+"""Filters of the model_weights role: settings checks, the copy tree, progress lines."""
 from __future__ import annotations
 
 import re
 from typing import Any, Mapping, Sequence
+
+from ansible.errors import AnsibleFilterError
 
 SOURCES = ("hub", "peer", "path")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -33,8 +35,8 @@ def model_weights_problems(me: str, hostvars: Mapping[str, Any], play_hosts: Seq
                         "path of the mounted mirror's directory for this revision")
     if source == "peer":
         problems += _peer_problems(me, v, hostvars, play_hosts)
-    for name, low in (("free_space_margin_gib", 0), ("peer_streams", 1), ("hub_max_workers", 1),
-                      ("progress_interval", 1), ("timeout", 1)):
+    for name, low in (("free_space_margin_gib", 0), ("peer_streams", 1), ("peer_fanout", 1),
+                      ("hub_max_workers", 1), ("progress_interval", 1), ("timeout", 1)):
         try:
             ok = int(v.get(name)) >= low
         except (TypeError, ValueError):
@@ -62,13 +64,98 @@ def _peer_problems(me: str, v: Mapping[str, Any], hostvars: Mapping[str, Any],
         problems.append("model_weights_peer %s stages %s@%s, not %s@%s: peers copy the same "
                         "revision" % (peer, pv.get("repo_id"), pv.get("revision"),
                                       v.get("repo_id"), v.get("revision")))
+    # One tree, one shape: a per-host value would be silently ignored otherwise.
+    if str(pv.get("peer_fanout")) != str(v.get("peer_fanout")):
+        problems.append("model_weights_peer_fanout is %s here but %s on model_weights_peer %s: "
+                        "the hosts of one copy tree share it; set it for the whole group"
+                        % (v.get("peer_fanout"), pv.get("peer_fanout"), peer))
     return problems
 
 
+def _tree_of(hostvars: Mapping[str, Any], play_hosts: Sequence[str], root: str) -> list[str]:
+    """A copy tree's hosts in play order: its root (which stages by hub or path) first,
+    then every host whose model_weights_peer names the root."""
+    return [root] + [h for h in play_hosts if h != root and _settings(hostvars, h).get("source") == "peer"
+                     and _settings(hostvars, h).get("peer") == root]
+
+
 def model_weights_peers_of(hostvars: Mapping[str, Any], play_hosts: Sequence[str], me: str) -> list[str]:
-    """The hosts of the play that copy from `me`."""
-    return [h for h in play_hosts
-            if _settings(hostvars, h).get("source") == "peer" and _settings(hostvars, h).get("peer") == me]
+    """The hosts that may copy from `me`: the rest of its copy tree. Which of them does in
+    a given run depends on which copies are verified, so the rsync daemon is open to all
+    of them and its configuration does not change from run to run."""
+    v = _settings(hostvars, me)
+    root = v.get("peer") if v.get("source") == "peer" else me
+    if root not in play_hosts:
+        return []
+    return [h for h in _tree_of(hostvars, play_hosts, root) if h != me]
+
+
+def model_weights_fanout_tree(hosts: Sequence[str], seeds: Sequence[str], fanout: int) -> dict[str, dict[str, Any]]:
+    """Who copies from whom, wave by wave: {host: {"wave": n, "source": host or ""}}.
+
+    Seeds (the host that stages by hub or path, and hosts whose copy is verified already)
+    are wave 0 with no source. In each later wave every host that holds a verified copy
+    (a seed, or a host of an earlier wave) serves up to `fanout` hosts that have none, in
+    host order; so with fanout 1 the copies double each wave and N hosts from one seed
+    take ceil(log2 N) waves, each host sending one copy and receiving one at a time.
+    """
+    if isinstance(fanout, bool) or not isinstance(fanout, int) or fanout < 1:
+        raise AnsibleFilterError("model_weights_peer_fanout must be a whole number >= 1, got %r" % (fanout,))
+    if len(set(hosts)) != len(hosts):
+        raise AnsibleFilterError("a host appears twice in the copy tree: %s" % ", ".join(hosts))
+    holders = [h for h in hosts if h in seeds]
+    pending = [h for h in hosts if h not in seeds]
+    if pending and not holders:
+        raise AnsibleFilterError("no host of %s has or stages a copy to give" % ", ".join(hosts))
+    plan = {h: {"wave": 0, "source": ""} for h in holders}
+    wave = 0
+    while pending:
+        wave += 1
+        served = []
+        for source in holders:
+            for host in pending[:fanout]:
+                plan[host] = {"wave": wave, "source": source}
+                served.append(host)
+            pending = pending[fanout:]
+        # Copies made in this wave are verified before the next starts: they serve then.
+        holders = holders + served
+    return plan
+
+
+def model_weights_plan(hostvars: Mapping[str, Any], hosts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The copy plan of the hosts running now (the play's batch): each one's {wave, source}.
+
+    A host that stages by hub or path is the root of its copy tree and stages in wave 0;
+    the peers naming it fill the later waves, those whose copy is verified already
+    (__model_weights_state, the role's cheap check) counting as further seeds. A root that
+    is not running now (another batch, or it failed) still seeds its tree: its copy must
+    be verified already, and the peer copying from it checks that first. The shape is the
+    tree's model_weights_peer_fanout (the preflight makes it the same on all its hosts).
+    """
+    roots = []
+    for host in hosts:
+        v = _settings(hostvars, host)
+        root = v.get("peer") if v.get("source") == "peer" else host
+        if root not in roots:
+            roots.append(root)
+    plan: dict[str, dict[str, Any]] = {}
+    for root in roots:
+        tree = _tree_of(hostvars, hosts, root)
+        seeds = [root] + [h for h in tree[1:]
+                          if (hostvars[h].get("__model_weights_state") or {}).get("verified")]
+        fanout = (_settings(hostvars, root) or _settings(hostvars, tree[-1])).get("peer_fanout", 1)
+        plan.update({h: step for h, step in model_weights_fanout_tree(tree, seeds, int(fanout)).items()
+                     if h in hosts})
+    return plan
+
+
+def model_weights_plan_lines(plan: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """'wave 1: weights-1 -> weights-2' lines, one per wave, for the play's output."""
+    waves: dict[int, list[str]] = {}
+    for host, step in plan.items():
+        if step["wave"] > 0:
+            waves.setdefault(step["wave"], []).append("%s -> %s" % (step["source"], host))
+    return ["wave %d: %s" % (w, ", ".join(waves[w])) for w in sorted(waves)] or ["no peer copies to make"]
 
 
 def _size(n: float) -> str:
@@ -105,6 +192,9 @@ class FilterModule:
         return {
             "model_weights_problems": model_weights_problems,
             "model_weights_peers_of": model_weights_peers_of,
+            "model_weights_fanout_tree": model_weights_fanout_tree,
+            "model_weights_plan": model_weights_plan,
+            "model_weights_plan_lines": model_weights_plan_lines,
             "model_weights_progress_line": model_weights_progress_line,
             "model_weights_size": model_weights_size,
         }

@@ -25,7 +25,9 @@ options:
   repair: {description: Remove wrong files, a stale marker and the hf client's abandoned partial files., type: bool, default: false}
   keep_short: {description: With repair, keep files that are only short., type: bool, default: false}
   finalize: {description: Set ownership and modes, then write the marker., type: bool, default: false}
-  source: {description: Recorded in the marker., type: str, default: ""}
+  source: {description: Recorded in the marker (hub, peer or path)., type: str, default: ""}
+  origin: {description: Recorded in the marker - the peer host, mirror path or Hub URL the copy came from., type: str, default: ""}
+  wave: {description: Recorded in the marker - the copy tree's wave that made the copy (0 for hub or path)., type: int, default: 0}
   owner: {description: Owner of the verified copy., type: str, default: root}
   group: {description: Group of the verified copy., type: str, default: root}
 """
@@ -125,6 +127,8 @@ def main():
             "keep_short": {"type": "bool", "default": False},
             "finalize": {"type": "bool", "default": False},
             "source": {"type": "str", "default": ""},
+            "origin": {"type": "str", "default": ""},
+            "wave": {"type": "int", "default": 0},
             "owner": {"type": "str", "default": "root"},
             "group": {"type": "str", "default": "root"},
         },
@@ -174,7 +178,8 @@ def main():
                 except KeyError as exc:
                     module.fail_json(msg="no such user or group: %s" % exc)
                 _hand_over(dest, uid, gid)
-                write_marker(dest, manifest, p["source"], p["sha256"])
+                write_marker(dest, manifest, p["source"], p["sha256"], origin=p["origin"],
+                             wave=p["wave"])
     # Measured after the repair: what it removed is free again.
     module.exit_json(changed=changed, verified=complete, removed=removed,
                      needed_bytes=total - state["present_bytes"], free_bytes=free_bytes(dest),

@@ -171,8 +171,10 @@ def marker_is_valid(directory, repo_id, revision):
     return True, "verified %s" % marker.get("verified_at", "")
 
 
-def write_marker(directory, manifest, source, sha256_checked):
-    marker = dict(manifest, source=source, sha256_checked=sha256_checked,
+def write_marker(directory, manifest, source, sha256_checked, origin="", wave=0):
+    """The marker, written last: the manifest, and how this copy came here (which kind of
+    source, which host, mirror or Hub, and in which wave of the copy tree)."""
+    marker = dict(manifest, source=source, origin=origin, wave=wave, sha256_checked=sha256_checked,
                   total_bytes=sum(e["size"] for e in manifest["files"]),
                   verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     tmp = os.path.join(directory, MARKER + ".tmp")

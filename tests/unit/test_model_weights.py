@@ -187,7 +187,7 @@ def test_a_progress_line_reads_like_a_person_wrote_it():
 
 def settings(**over):
     base = {"repo_id": REPO, "revision": REV, "source": "hub", "peer": "", "path": "",
-            "free_space_margin_gib": 50, "peer_streams": 4, "hub_max_workers": 8,
+            "free_space_margin_gib": 50, "peer_streams": 4, "peer_fanout": 1, "hub_max_workers": 8,
             "progress_interval": 30, "timeout": 86400}
     return {"__model_weights_settings": dict(base, **over)}
 
@@ -209,6 +209,7 @@ def test_good_settings_have_no_problems():
     ({"source": "peer", "peer": "z"}, "set model_weights_peer to a host of this play"),
     ({"free_space_margin_gib": -1}, "model_weights_free_space_margin_gib must be a whole number >= 0"),
     ({"peer_streams": "many"}, "model_weights_peer_streams must be a whole number >= 1"),
+    ({"peer_fanout": 0}, "model_weights_peer_fanout must be a whole number >= 1, got 0"),
 ])
 def test_bad_settings_name_the_variable_and_the_fix(over, expected):
     found = problems({"a": settings(**over)})
@@ -223,10 +224,105 @@ def test_a_peer_must_copy_the_same_revision_from_a_host_that_does_not_copy_itsel
     assert any("peers copy the same revision" in p for p in found)
 
 
-def test_the_peers_of_a_host_are_those_that_name_it():
+def test_a_peer_shares_the_fanout_of_its_tree():
+    hostvars = {"a": settings(peer_fanout=2), "b": settings(source="peer", peer="a")}
+    assert problems(hostvars, "b") == [
+        "model_weights_peer_fanout is 1 here but 2 on model_weights_peer a: the hosts of one copy "
+        "tree share it; set it for the whole group"]
+
+
+def test_every_host_of_a_tree_may_copy_from_every_other():
     hostvars = {"a": settings(), "b": settings(source="peer", peer="a"), "c": settings(source="peer", peer="a"),
-                "d": settings(source="path", path="/mnt/m", peer="a")}
+                "d": settings(source="path", path="/mnt/m", peer="a"), "e": settings(source="peer", peer="d")}
     assert filters.model_weights_peers_of(hostvars, list(hostvars), "a") == ["b", "c"]
+    assert filters.model_weights_peers_of(hostvars, list(hostvars), "c") == ["a", "b"]
+    assert filters.model_weights_peers_of(hostvars, list(hostvars), "d") == ["e"]
+
+
+# ---- The copy tree: who copies from whom, wave by wave ------------------------------------
+
+def tree(n, fanout=1, seeds=("h00",)):
+    return filters.model_weights_fanout_tree([f"h{i:02d}" for i in range(n)], list(seeds), fanout)
+
+
+def test_four_hosts_take_two_waves_and_the_second_copies_from_the_first_peer():
+    assert tree(4) == {"h00": {"wave": 0, "source": ""}, "h01": {"wave": 1, "source": "h00"},
+                       "h02": {"wave": 2, "source": "h00"}, "h03": {"wave": 2, "source": "h01"}}
+
+
+def test_every_host_copies_once_from_a_copy_verified_in_an_earlier_wave():
+    for n in range(1, 130):
+        for fanout in (1, 2, 7):
+            plan = tree(n, fanout)
+            assert set(plan) == {f"h{i:02d}" for i in range(n)}
+            for host, step in plan.items():
+                if step["wave"] == 0:
+                    assert step["source"] == ""
+                else:
+                    assert plan[step["source"]]["wave"] < step["wave"], (host, step)
+        # ceil(log2 n) waves with fanout 1.
+        assert max(step["wave"] for step in tree(n).values()) == (n - 1).bit_length()
+
+
+@pytest.mark.parametrize("n,waves", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4), (16, 4),
+                                     (17, 5), (128, 7), (129, 8), (1024, 10)])
+def test_fanout_1_doubles_the_copies_each_wave(n, waves):
+    assert max(step["wave"] for step in tree(n).values()) == waves
+
+
+@pytest.mark.parametrize("n", [2, 5, 16, 128])
+def test_no_host_serves_more_than_fanout_copies_in_a_wave(n):
+    for fanout in (1, 2, 3):
+        served = {}
+        for step in tree(n, fanout).values():
+            if step["wave"]:
+                served[(step["source"], step["wave"])] = served.get((step["source"], step["wave"]), 0) + 1
+        assert max(served.values()) <= fanout
+
+
+def test_a_fanout_of_the_tree_size_minus_one_is_one_wave_from_the_root():
+    assert {step["source"] for h, step in tree(6, fanout=5).items() if h != "h00"} == {"h00"}
+    assert max(step["wave"] for step in tree(6, fanout=5).values()) == 1
+
+
+def test_verified_copies_are_seeds_and_the_plan_is_deterministic():
+    plan = tree(6, seeds=("h00", "h03", "h04"))
+    assert plan == tree(6, seeds=("h04", "h00", "h03"))
+    assert {h: s["wave"] for h, s in plan.items()} == {"h00": 0, "h01": 1, "h02": 1, "h03": 0, "h04": 0, "h05": 1}
+    assert [plan[h]["source"] for h in ("h01", "h02", "h05")] == ["h00", "h03", "h04"]
+
+
+@pytest.mark.parametrize("args,message", [
+    ((["a", "b"], ["a"], 0), "model_weights_peer_fanout must be a whole number >= 1"),
+    ((["a", "b"], [], 1), "no host of a, b has or stages a copy to give"),
+    ((["a", "a"], ["a"], 1), "a host appears twice"),
+])
+def test_a_tree_that_cannot_be_built_says_why(args, message):
+    with pytest.raises(filters.AnsibleFilterError, match=message):
+        filters.model_weights_fanout_tree(*args)
+
+
+def test_the_play_plan_has_one_tree_per_root_and_counts_verified_copies():
+    hostvars = {"a": settings(), "b": settings(source="peer", peer="a"), "c": settings(source="peer", peer="a"),
+                "m": settings(source="path", path="/mnt/m", peer_fanout=3),
+                "n": settings(source="peer", peer="m", peer_fanout=3),
+                "o": settings(source="peer", peer="m", peer_fanout=3)}
+    hostvars["c"]["__model_weights_state"] = {"verified": True}
+    assert filters.model_weights_plan(hostvars, list(hostvars)) == {
+        "a": {"wave": 0, "source": ""}, "c": {"wave": 0, "source": ""}, "b": {"wave": 1, "source": "a"},
+        "m": {"wave": 0, "source": ""}, "n": {"wave": 1, "source": "m"}, "o": {"wave": 1, "source": "m"}}
+
+
+def test_a_root_outside_the_batch_still_seeds_its_tree():
+    hostvars = {"a": settings(), "b": settings(source="peer", peer="a"), "c": settings(source="peer", peer="a"),
+                "d": settings(source="peer", peer="a")}
+    assert filters.model_weights_plan(hostvars, ["b", "c", "d"]) == {
+        "b": {"wave": 1, "source": "a"}, "c": {"wave": 2, "source": "a"}, "d": {"wave": 2, "source": "b"}}
+
+
+def test_the_plan_reads_as_one_line_per_wave():
+    assert filters.model_weights_plan_lines(tree(4)) == ["wave 1: h00 -> h01", "wave 2: h00 -> h02, h01 -> h03"]
+    assert filters.model_weights_plan_lines(tree(1)) == ["no peer copies to make"]
 
 
 # ---- The modules, run as Ansible runs them ----------------------------------------------
@@ -273,9 +369,12 @@ def test_a_copy_and_prewarm_write_progress_and_the_copy_verifies(model, manifest
     assert json.loads((work / "rsync" / "progress.json").read_text())["state"] == "finished"
     assert copy["progress"]["done_bytes"] == manifest_bytes(manifest)
     done = module("model_weights_check", dest=str(dest), repo_id=REPO, revision=REV,
-                  manifest=manifest, finalize=True, owner="root", group="root", source="path")
+                  manifest=manifest, finalize=True, owner="root", group="root", source="peer",
+                  origin="weights-2", wave=2)
     assert done["changed"] and done["verified"]
     assert mw.marker_is_valid(str(dest), REPO, REV)[0]
+    marker = mw.read_marker(str(dest))
+    assert (marker["source"], marker["origin"], marker["wave"]) == ("peer", "weights-2", 2)
     warm = module("model_weights_run", method="prewarm", dest=str(dest), files=manifest["files"],
                   work_dir=str(work / "prewarm"))
     assert warm["progress"]["done_bytes"] == manifest_bytes(manifest)

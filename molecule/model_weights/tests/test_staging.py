@@ -2,7 +2,8 @@
 interruption, a mirror, and refusals, each through playbooks/stage_weights.yml.
 
 Runs from the scenario's verify.yml, after converge and idempotence. weights-1 stages
-from the Hub stand-in, weights-2 from weights-1 (peer) or from its mounted mirror (path).
+from the Hub stand-in; the others copy in its copy tree (peer), in two waves; weights-2
+also stages from its mounted mirror (path).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ REPO = "kimi-test/Kimi-K2-Tiny"
 REVISION = "4b1d2c3e5f60718293a4b5c6d7e8f90112233445"
 COPY = f"/srv/models/{REPO}/{REVISION}"
 SHARDS = sorted(p.name for p in MODEL.glob("*.safetensors"))
+HOSTS = ("weights-1", "weights-2", "weights-3", "weights-4")
 
 
 def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedProcess:
@@ -63,19 +65,41 @@ def ok(run: subprocess.CompletedProcess) -> None:
     assert run.returncode == 0, run.stdout[-6000:]
 
 
-def test_both_copies_are_the_source_byte_for_byte():
-    for host in ("weights-1", "weights-2"):
+def marker(host: str, copy: str = COPY) -> dict:
+    return json.loads(sh(host, f"cat {copy}/.model-weights-verified.json"))
+
+
+def address(host: str) -> str:
+    return sh("weights-1", f"getent hosts {host}").split()[0]
+
+
+def test_every_copy_is_the_source_byte_for_byte():
+    for host in HOSTS:
         assert copy_digests(host, COPY) == source_digests(), host
 
 
-@pytest.mark.parametrize("host,source", [("weights-1", "hub"), ("weights-2", "peer")])
-def test_the_marker_records_the_verified_revision(host, source):
-    marker = json.loads(sh(host, f"cat {COPY}/.model-weights-verified.json"))
-    assert (marker["repo_id"], marker["revision"], marker["source"]) == (REPO, REVISION, source)
-    assert {f["path"] for f in marker["files"]} == set(source_digests())
+# The copy tree with fan-out 1: each verified copy serves one more host per wave.
+@pytest.mark.parametrize("host,source,origin,wave", [
+    ("weights-1", "hub", "http://weights-hub:8080", 0), ("weights-2", "peer", "weights-1", 1),
+    ("weights-3", "peer", "weights-1", 2), ("weights-4", "peer", "weights-2", 2)])
+def test_the_marker_records_the_verified_revision_and_where_it_came_from(host, source, origin, wave):
+    found = marker(host)
+    assert (found["repo_id"], found["revision"]) == (REPO, REVISION)
+    assert (found["source"], found["origin"], found["wave"]) == (source, origin, wave)
+    assert {f["path"] for f in found["files"]} == set(source_digests())
 
 
-@pytest.mark.parametrize("host", ["weights-1", "weights-2"])
+# The daemons' own logs, not the markers: who really read from whom.
+@pytest.mark.parametrize("server,readers", [("weights-1", ["weights-2", "weights-3"]),
+                                            ("weights-2", ["weights-4"]), ("weights-3", []),
+                                            ("weights-4", [])])
+def test_each_copy_was_read_from_the_source_the_plan_gave_it(server, readers):
+    log = sh(server, "journalctl -q -u model-weights-rsyncd.service --no-pager -o cat")
+    connected = {h for h in HOSTS if f"({address(h)})" in log}
+    assert connected == set(readers), log[-3000:]
+
+
+@pytest.mark.parametrize("host", HOSTS)
 def test_the_copy_is_read_only_to_the_service_user(host):
     modes = sh(host, f"stat -c '%U:%G %a %n' {COPY} {COPY}/{SHARDS[0]}").splitlines()
     assert modes == [f"sglang:sglang 550 {COPY}", f"sglang:sglang 440 {COPY}/{SHARDS[0]}"]
@@ -86,10 +110,12 @@ def test_only_the_hub_host_downloaded_and_each_file_once():
     assert sorted(gets) == sorted(source_digests())
 
 
-def test_the_rsync_daemon_runs_only_where_peers_copy_from():
-    assert sh("weights-1", "systemctl is-active model-weights-rsyncd.service").strip() == "active"
-    assert "weights-2" in sh("weights-1", "cat /etc/model-weights/rsyncd.conf")
-    assert sh("weights-2", "systemctl is-active model-weights-rsyncd.service || true").strip() != "active"
+@pytest.mark.parametrize("host", HOSTS)
+def test_every_host_of_the_tree_serves_the_others_and_no_one_else(host):
+    assert sh(host, "systemctl is-active model-weights-rsyncd.service").strip() == "active"
+    allow = [line.split("=", 1)[1].split() for line in sh(host, "cat /etc/model-weights/rsyncd.conf").splitlines()
+             if line.strip().startswith("hosts allow")]
+    assert allow == [[h for h in HOSTS if h != host]]
 
 
 def test_the_token_is_a_root_only_file_and_in_no_unit_or_log():
@@ -103,12 +129,16 @@ def test_truncated_and_missing_shards_are_detected_and_repaired():
     before = len(hub_requests())
     sh("weights-1", f"truncate -s 1000 {COPY}/{SHARDS[0]}")
     sh("weights-2", f"truncate -s 5000000 {COPY}/{SHARDS[1]} && rm {COPY}/{SHARDS[2]}")
+    sh("weights-3", f"rm {COPY}/{SHARDS[3]}")
     run = stage()
     ok(run)
     assert "is missing or has the wrong size" in run.stdout
-    for host in ("weights-1", "weights-2"):
+    # weights-4's copy is still verified: it serves in the first wave, beside the root.
+    assert "wave 1: weights-1 -> weights-2, weights-4 -> weights-3" in run.stdout
+    for host in HOSTS:
         assert copy_digests(host, COPY) == source_digests(), host
-    # weights-1 fetched the damaged shard again, nothing else; weights-2 used its peer.
+    assert (marker("weights-3")["origin"], marker("weights-3")["wave"]) == ("weights-4", 1)
+    # weights-1 fetched the damaged shard again, nothing else; the peers used peers.
     again = [r for r in hub_requests()[before:] if r["method"] == "GET"]
     assert [r["path"].rsplit("/", 1)[1] for r in again] == [SHARDS[0]]
 
@@ -131,9 +161,9 @@ def test_an_interrupted_download_resumes_instead_of_restarting():
     assert 0 < resumed < total, (resumed, total)
     copy = f"{target}/{REPO}/{REVISION}"
     assert copy_digests("weights-1", copy) == source_digests()
-    marker = json.loads(sh("weights-1", f"cat {copy}/.model-weights-verified.json"))
-    assert marker["sha256_checked"] is True
-    assert {f["path"]: f["sha256"] for f in marker["files"] if f["sha256"]} == {
+    found = marker("weights-1", copy)
+    assert found["sha256_checked"] is True
+    assert {f["path"]: f["sha256"] for f in found["files"] if f["sha256"]} == {
         name: digest for name, digest in source_digests().items() if name.endswith(".safetensors")}
 
 
@@ -155,7 +185,7 @@ def test_a_mounted_mirror_is_copied_and_verified():
     ok(run)
     copy = f"{target}/{REPO}/{REVISION}"
     assert copy_digests("weights-2", copy) == source_digests()
-    assert json.loads(sh("weights-2", f"cat {copy}/.model-weights-verified.json"))["source"] == "path"
+    assert (marker("weights-2", copy)["source"], marker("weights-2", copy)["origin"]) == ("path", "/mnt/mirror")
 
 
 def test_an_incomplete_mirror_is_refused():
