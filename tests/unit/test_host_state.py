@@ -1,0 +1,138 @@
+"""library/host_state.py reads a host in one call; filter_plugins/host_state.py decides
+from that reading which tasks can be skipped. A wrong "already so" would leave a host
+unconverged, so each comparison is checked to say no on every kind of difference."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import pwd
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from conftest import ROOT
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mod = _load("host_state_module", ROOT / "library" / "host_state.py")
+flt = _load("host_state_filter", ROOT / "filter_plugins" / "host_state.py")
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def run_module(args, monkeypatch, capsys):
+    from ansible.module_utils import basic
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS",
+                        json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
+    with pytest.raises(SystemExit):
+        mod.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_module_reads_files_markers_and_accounts(tmp_path, monkeypatch, capsys):
+    unit = tmp_path / "x.service"
+    unit.write_text("[Unit]\n")
+    unit.chmod(0o640)
+    (tmp_path / "marker.json").write_text('{"a": 1}\n')
+    result = run_module({"files": [str(unit), str(tmp_path), str(tmp_path / "gone")],
+                         "read": [str(tmp_path / "marker.json"), str(tmp_path / "gone")],
+                         "users": [ME, "no-such-user-here"], "groups": ["no-such-group-here"]},
+                        monkeypatch, capsys)
+    assert result["changed"] is False
+    assert result["files"][str(unit)] == {
+        "exists": True, "isdir": False, "mode": "0640", "owner": ME,
+        "group": result["files"][str(unit)]["group"],
+        "checksum": hashlib.sha1(b"[Unit]\n").hexdigest()}
+    assert result["files"][str(tmp_path)]["isdir"] and \
+        "checksum" not in result["files"][str(tmp_path)]
+    assert result["files"][str(tmp_path / "gone")] == {"exists": False}
+    assert result["read"] == {str(tmp_path / "marker.json"): '{"a": 1}\n',
+                              str(tmp_path / "gone"): ""}
+    assert result["users"][ME]["uid"] == os.getuid() and "no-such-user-here" not in result["users"]
+    assert result["groups"] == {}
+
+
+def test_dpkg_status_counts_only_fully_installed_packages():
+    text = "libnuma1 ii \nnumactl rc \npython3-venv:amd64 ii \n"
+    assert mod.parse_dpkg(text) == {"libnuma1": True, "numactl": False, "python3-venv": True}
+
+
+def test_systemctl_show_blocks_map_to_units_in_order():
+    text = ("ActiveState=active\nMainPID=42\nNeedDaemonReload=no\nUnitFileState=enabled\n"
+            "LoadState=loaded\n\nLoadState=not-found\nActiveState=inactive\nMainPID=0\n"
+            "NeedDaemonReload=no\nUnitFileState=\n")
+    units = mod.parse_systemctl_show(text, ["a.service", "b.service"])
+    assert units["a.service"]["MainPID"] == "42"
+    assert units["b.service"]["LoadState"] == "not-found"
+
+
+CONTENT = "[Service]\nExecStart=/bin/true\n"
+STATE = {
+    "files": {
+        "/etc/u": {"exists": True, "isdir": False, "mode": "0644", "owner": "root",
+                   "group": "root", "checksum": hashlib.sha1(CONTENT.encode()).hexdigest()},
+        "/etc/d": {"exists": True, "isdir": True, "mode": "0750", "owner": "root",
+                   "group": "sglang"},
+        "/etc/gone": {"exists": False},
+    },
+    "packages": {"a": True, "b": False},
+    "users": {"sglang": {"uid": 990, "gid": 990, "home": "/var/lib/sglang",
+                         "shell": "/usr/sbin/nologin"}},
+    "groups": {"sglang": {"gid": 990}, "other": {"gid": 5}},
+    "units": {"s.service": {"LoadState": "loaded", "UnitFileState": "enabled",
+                            "ActiveState": "active", "NeedDaemonReload": "no", "MainPID": "7"}},
+}
+
+
+def test_a_file_in_place_is_current():
+    assert flt.host_file_current(STATE, "/etc/u", "root", "root", "0644", CONTENT)
+    assert flt.host_file_current(STATE, "/etc/d", "root", "sglang", "0750")
+
+
+@pytest.mark.parametrize("path, owner, group, mode, content", [
+    ("/etc/u", "root", "root", "0644", CONTENT + "\n"),      # content
+    ("/etc/u", "root", "root", "0640", CONTENT),             # mode
+    ("/etc/u", "root", "sglang", "0644", CONTENT),           # group
+    ("/etc/u", "sglang", "root", "0644", CONTENT),           # owner
+    ("/etc/u", "root", "root", "0644", None),                # a file where a directory belongs
+    ("/etc/d", "root", "sglang", "0750", ""),                # a directory where a file belongs
+    ("/etc/gone", "root", "root", "0644", CONTENT),          # missing
+    ("/etc/unread", "root", "root", "0644", CONTENT),        # never read
+])
+def test_any_difference_makes_a_file_not_current(path, owner, group, mode, content):
+    assert not flt.host_file_current(STATE, path, owner, group, mode, content)
+
+
+def test_packages_accounts_and_units():
+    assert flt.host_packages_installed(STATE, ["a"])
+    assert not flt.host_packages_installed(STATE, ["a", "b"])
+    assert not flt.host_packages_installed(STATE, ["a", "unread"])
+    assert flt.host_account_current(STATE, "sglang", "sglang", "/var/lib/sglang", "/usr/sbin/nologin")
+    assert not flt.host_account_current(STATE, "sglang", "other", "/var/lib/sglang",
+                                        "/usr/sbin/nologin")
+    assert not flt.host_account_current(STATE, "sglang", "sglang", "/home/sglang",
+                                        "/usr/sbin/nologin")
+    assert not flt.host_account_current(STATE, "nobody", "sglang", "/", "/usr/sbin/nologin")
+    assert flt.host_unit_running(STATE, "s.service")
+    assert not flt.host_unit_running(STATE, "other.service")
+
+
+@pytest.mark.parametrize("key, value", [("ActiveState", "failed"), ("UnitFileState", "disabled"),
+                                        ("NeedDaemonReload", "yes"), ("LoadState", "not-found")])
+def test_a_unit_that_a_start_would_change_is_not_running_as_wanted(key, value):
+    state = {"units": {"s.service": {**STATE["units"]["s.service"], key: value}}}
+    assert not flt.host_unit_running(state, "s.service")
+    assert flt.host_unit_stale(state, "s.service") == (key == "NeedDaemonReload")
+
+
+def test_something_else_than_a_reading_is_refused():
+    with pytest.raises(AnsibleFilterError, match="host_state result with 'files'"):
+        flt.host_file_current({"skipped": True}, "/etc/u", "root", "root", "0644")
