@@ -10,8 +10,10 @@ unit text keeps one source.
 Arguments:
   dest   the host's plan directory on the controller (created, mode 0755)
   files  a list of {name, content}: file names inside dest, written with mode 0644
-Returns changed, and files: the names whose content or mode changed. Check mode writes
-nothing and reports what would change.
+  msg    a line shown for the host at any verbosity, as debug shows its msg (optional:
+         a debug task of its own would cost every host another task)
+Returns changed, files: the names whose content or mode changed, and msg. Check mode
+writes nothing and reports what would change.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ ARGUMENT_SPEC = {
         "name": {"type": "str", "required": True},
         "content": {"type": "str", "required": True},
     }},
+    "msg": {"type": "str", "default": None},
 }
 
 
@@ -97,4 +100,7 @@ class ActionModule(ActionBase):
         except (OSError, ValueError) as error:
             raise AnsibleActionFail(f"cannot write the plan into {args['dest']}: {error}") from error
         result.update(changed=bool(changed), dest=args["dest"], files=changed)
+        if args["msg"] is not None:
+            # The default callback prints a result only with -v, or when it asks for it.
+            result.update(msg=args["msg"], _ansible_verbose_always=True)
         return result
