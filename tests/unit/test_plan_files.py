@@ -91,3 +91,11 @@ def test_the_action_fails_with_the_directory_it_could_not_write(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(AnsibleActionFail, match="cannot write the plan into .*file"):
         action({"dest": str(tmp_path / "file" / "h"), "files": FILES}).run(task_vars={})
+
+
+def test_the_action_shows_its_line_at_any_verbosity_only_when_given_one(tmp_path):
+    shown = action({"dest": str(tmp_path / "h"), "files": FILES, "msg": "h1 rank 0/1: --x"})
+    result = shown.run(task_vars={})
+    assert result["msg"] == "h1 rank 0/1: --x" and result["_ansible_verbose_always"] is True
+    silent = action({"dest": str(tmp_path / "h"), "files": FILES}).run(task_vars={})
+    assert "msg" not in silent and "_ansible_verbose_always" not in silent
