@@ -99,3 +99,10 @@ def test_the_action_shows_its_line_at_any_verbosity_only_when_given_one(tmp_path
     assert result["msg"] == "h1 rank 0/1: --x" and result["_ansible_verbose_always"] is True
     silent = action({"dest": str(tmp_path / "h"), "files": FILES}).run(task_vars={})
     assert "msg" not in silent and "_ansible_verbose_always" not in silent
+
+
+def test_a_file_takes_its_content_or_a_template_not_both(tmp_path):
+    both = [{"name": "a", "content": "x", "src": "sglang.service.j2"}]
+    with pytest.raises(AnsibleActionFail, match="mutually exclusive"):
+        action({"dest": str(tmp_path / "h"), "files": both}).run(task_vars={})
+    assert not (tmp_path / "h").exists()
