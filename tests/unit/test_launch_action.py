@@ -62,3 +62,44 @@ def test_launch_problems_are_reported_before_disagreeing_ranks():
     ranks = [["n0", "0.5.6.post1", "/srv/m"], ["n1", "0.5.5", "/srv/m"]]
     result = run({"launch": BAD, "preflight": True, "group": "pair1", "ranks": ranks})
     assert result["msg"].startswith("tp 32")
+
+
+def run_evaluated(args, task_vars):
+    """The action with a real templar, as preflight.yml and launch.yml call it."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    task = SimpleNamespace(args=args, check_mode=False, async_val=0,
+                           action="sglang_service_launch")
+    connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None))
+    def trust(value):  # as the inventory's YAML loader marks what it reads
+        if isinstance(value, dict):
+            return {k: trust(v) for k, v in value.items()}
+        return trust_as_template(value) if isinstance(value, str) else value
+
+    trusted = trust(task_vars)
+    templar = Templar(loader=DataLoader(), variables=trusted)
+    return launch_action.ActionModule(task, connection, None, None, templar, None).run(
+        task_vars=trusted)
+
+
+def test_evaluated_arguments_read_the_resolved_variables():
+    task_vars = {
+        "group": "pair1", "groups": {"pair1": ["n0", "n1"]}, "port": 30000,
+        "nodes": "{{ groups[group] }}",
+        "deployment": {"nnodes": "{{ nodes | length }}", "port": "{{ port }}",
+                       "first": "{{ nodes | first }}"},
+    }
+    result = run_evaluated({"resolve": ["nodes", "deployment"], "evaluate": {
+        "launch": "{'problems': [], 'argv': [], 'resolved': deployment}",
+        "group": "group", "ranks": "nodes | zip([port, port], [group, group]) | list"},
+        "preflight": True}, task_vars)
+    assert result["ansible_facts"]["sglang_service_launch"]["resolved"] == {
+        "nnodes": 2, "port": 30000, "first": "n0"}
+    assert not result.get("failed")
+
+
+def test_an_evaluated_launch_fails_the_preflight_as_a_given_one_does():
+    result = run_evaluated({"evaluate": {"launch": "bad"}, "preflight": True},
+                           {"bad": BAD})
+    assert result["msg"] == "tp 32 needs 32 GPUs | port 0 is not a TCP port"

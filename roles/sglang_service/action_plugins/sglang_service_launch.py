@@ -14,14 +14,23 @@ Arguments:
   group     the deployment group (named in the message about ranks)
   ranks     [host, SGLang version, model path] per rank of a multi-node server; empty
             for a single-node one
+  resolve   variable names the action templates once each, in this order; a later one,
+            and every expression, reads the earlier ones' values
+  evaluate  {argument: Jinja expression}: arguments the action evaluates itself, after
+            resolve. Ansible templates a variable again at every reference, and the
+            deployment reads the node list about ten times (each a compiled template);
+            here each named variable costs one.
 Returns ansible_facts.sglang_service_launch (also with failed: a failing host keeps what
 describes it).
 """
 from __future__ import annotations
 
+import re
+from collections import ChainMap
 from typing import Any
 
 from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
 
 ARGUMENT_SPEC = {
     "launch": {"type": "dict", "required": True},
@@ -30,6 +39,15 @@ ARGUMENT_SPEC = {
     "group": {"type": "str", "default": ""},
     "ranks": {"type": "list", "elements": "list", "default": []},
 }
+# Read before the others: evaluate supplies some of them.
+EVALUATION_SPEC = {
+    "resolve": {"type": "list", "elements": "str", "default": []},
+    "evaluate": {"type": "dict", "default": {}},
+}
+
+# "{{ name }}": a value that only names another variable is read, not compiled.
+BARE_REFERENCE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 REQUIRED_MSG = ("sglang_service_variant (instruct, instruct-0905 or thinking) and "
                 "sglang_service_api_key (a vault secret) must be set for every SGLang host.")
@@ -55,6 +73,35 @@ def preflight_problem(args: dict[str, Any]) -> str | None:
     return rank_problem(args["group"], args["ranks"])
 
 
+class Resolver:
+    """Template variables once each: resolved values shadow the task's variables."""
+
+    def __init__(self, templar: Any, task_vars: dict[str, Any]) -> None:
+        self.values: dict[str, Any] = {}
+        self.variables = ChainMap(self.values, task_vars)
+        self.templar = templar.copy_with_new_env(available_variables=self.variables)
+
+    def resolve(self, name: str) -> Any:
+        if name not in self.values:
+            self.values[name] = self.value(self.variables[name])
+        return self.values[name]
+
+    def value(self, raw: Any) -> Any:
+        # A dict of bare references (the deployment) is read field by field; anything
+        # else is templated as Ansible would.
+        if isinstance(raw, dict):
+            return {key: self.value(item) for key, item in raw.items()}
+        if isinstance(raw, str) and (match := BARE_REFERENCE.fullmatch(raw)) \
+                and match.group(1) in self.variables:
+            return self.resolve(match.group(1))
+        return self.templar.template(raw)
+
+    def evaluate(self, expression: str) -> Any:
+        if IDENTIFIER.fullmatch(expression) and expression in self.variables:
+            return self.resolve(expression)
+        return self.templar.evaluate_expression(trust_as_template(expression))
+
+
 class ActionModule(ActionBase):
     # Reads only the task's arguments: the host is never contacted.
     _requires_connection = False
@@ -62,6 +109,16 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
+        given = {key: value for key, value in self._task.args.items() if key not in EVALUATION_SPEC}
+        self._task.args = {key: value for key, value in self._task.args.items() if key in EVALUATION_SPEC}
+        _, evaluation = self.validate_argument_spec(argument_spec=EVALUATION_SPEC)
+        if evaluation["resolve"] or evaluation["evaluate"]:
+            resolver = Resolver(self._templar, task_vars or {})
+            for name in evaluation["resolve"]:
+                resolver.resolve(name)
+            given.update({key: resolver.evaluate(expression)
+                          for key, expression in evaluation["evaluate"].items()})
+        self._task.args = given
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         result["ansible_facts"] = {"sglang_service_launch": args["launch"]}
         problem = preflight_problem(args) if args["preflight"] else None
