@@ -106,3 +106,23 @@ def test_a_file_takes_its_content_or_a_template_not_both(tmp_path):
     with pytest.raises(AnsibleActionFail, match="mutually exclusive"):
         action({"dest": str(tmp_path / "h"), "files": both}).run(task_vars={})
     assert not (tmp_path / "h").exists()
+
+
+def test_evaluated_files_and_line_read_the_resolved_variables(tmp_path):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    variables = {"group": "pair1", "groups": {"pair1": ["n0", "n1"]},
+                 "nodes": trust_as_template("{{ groups[group] }}"),
+                 "listing": [{"name": "nodes.txt",
+                              "content": trust_as_template("{{ nodes | join(',') }}\n")}]}
+    task = SimpleNamespace(args={"dest": str(tmp_path / "h"), "resolve": ["nodes"],
+                                 "evaluate": {"files": "listing",
+                                              "msg": "group ~ ': ' ~ nodes | length"}},
+                           check_mode=False, async_val=0, action="sglang_service_plan_files")
+    connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    result = plan_files.ActionModule(task, connection, None, None, templar, None).run(
+        task_vars=variables)
+    assert result["msg"] == "pair1: 2"
+    assert (tmp_path / "h" / "nodes.txt").read_text() == "n0,n1\n"

@@ -79,7 +79,15 @@ class Resolver:
     def __init__(self, templar: Any, task_vars: dict[str, Any]) -> None:
         self.values: dict[str, Any] = {}
         self.variables = ChainMap(self.values, task_vars)
-        self.templar = templar.copy_with_new_env(available_variables=self.variables)
+        self._base = templar
+        self._templar: Any = None
+
+    @property
+    def templar(self) -> Any:
+        # Made on first use: a task that resolves nothing needs none.
+        if self._templar is None:
+            self._templar = self._base.copy_with_new_env(available_variables=self.variables)
+        return self._templar
 
     def resolve(self, name: str) -> Any:
         if name not in self.values:
@@ -102,6 +110,24 @@ class Resolver:
         return self.templar.evaluate_expression(trust_as_template(expression))
 
 
+def evaluated_arguments(action: ActionBase, spec: dict[str, Any],
+                        task_vars: dict[str, Any]) -> tuple[Resolver, dict[str, Any]]:
+    """The action's arguments, validated against spec once resolve and evaluate have
+    supplied theirs; and the resolver, whose variables hold the resolved values."""
+    given = {key: value for key, value in action._task.args.items() if key not in EVALUATION_SPEC}
+    action._task.args = {key: value for key, value in action._task.args.items()
+                         if key in EVALUATION_SPEC}
+    _, evaluation = action.validate_argument_spec(argument_spec=EVALUATION_SPEC)
+    resolver = Resolver(action._templar, task_vars)
+    for name in evaluation["resolve"]:
+        resolver.resolve(name)
+    given.update({key: resolver.evaluate(expression)
+                  for key, expression in evaluation["evaluate"].items()})
+    action._task.args = given
+    _, args = action.validate_argument_spec(argument_spec=spec)
+    return resolver, args
+
+
 class ActionModule(ActionBase):
     # Reads only the task's arguments: the host is never contacted.
     _requires_connection = False
@@ -109,17 +135,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
-        given = {key: value for key, value in self._task.args.items() if key not in EVALUATION_SPEC}
-        self._task.args = {key: value for key, value in self._task.args.items() if key in EVALUATION_SPEC}
-        _, evaluation = self.validate_argument_spec(argument_spec=EVALUATION_SPEC)
-        if evaluation["resolve"] or evaluation["evaluate"]:
-            resolver = Resolver(self._templar, task_vars or {})
-            for name in evaluation["resolve"]:
-                resolver.resolve(name)
-            given.update({key: resolver.evaluate(expression)
-                          for key, expression in evaluation["evaluate"].items()})
-        self._task.args = given
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _, args = evaluated_arguments(self, ARGUMENT_SPEC, task_vars or {})
         result["ansible_facts"] = {"sglang_service_launch": args["launch"]}
         problem = preflight_problem(args) if args["preflight"] else None
         if problem:

@@ -16,12 +16,17 @@ Arguments:
          task's variables plus vars
   msg    a line shown for the host at any verbosity, as debug shows its msg (optional:
          a debug task of its own would cost every host another task)
+  resolve, evaluate
+         as for sglang_service_launch: variables templated once each, then arguments
+         evaluated by the action; the templates are rendered with the resolved values
 Returns changed, files: the names whose content or mode changed, and msg. Check mode
 writes nothing and reports what would change.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,22 @@ from ansible._internal._templating import _template_vars
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
+
+
+
+def _sibling(name: str) -> Any:
+    """Another action plugin of this role, by path: the plugin loader gives a role's
+    action plugins no package to import one another from."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+# One implementation of resolve and evaluate for both actions.
+_launch = _sibling("sglang_service_launch")
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
@@ -117,9 +138,9 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        resolver, args = _launch.evaluated_arguments(self, ARGUMENT_SPEC, task_vars or {})
         files = [{"name": f["name"], "content": f["content"] if f["src"] is None
-                  else self._render(f["src"], f["vars"], task_vars or {})}
+                  else self._render(f["src"], f["vars"], dict(resolver.variables))}
                  for f in args["files"]]
         try:
             changed = write_plan(Path(args["dest"]), files, check=self._task.check_mode)
