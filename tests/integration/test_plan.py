@@ -24,7 +24,7 @@ def test_plan_succeeds_for_every_host_without_connecting(production_plan):
 
 
 def test_plan_prints_one_line_per_host_with_group_rank_and_argv(production_plan):
-    lines = task_results(production_plan, "runner_on_ok", "Show the launch command")
+    lines = task_results(production_plan, "runner_on_ok", "show its launch command")
     assert sorted(lines) == PRODUCTION
     assert lines["h200-b02"]["msg"].startswith("kimi_instruct_pair1 rank 1/2: --model-path")
     assert lines["h200-a01"]["msg"].startswith("h200-a01 rank 0/1: --model-path")

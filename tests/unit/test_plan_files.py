@@ -91,3 +91,38 @@ def test_the_action_fails_with_the_directory_it_could_not_write(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(AnsibleActionFail, match="cannot write the plan into .*file"):
         action({"dest": str(tmp_path / "file" / "h"), "files": FILES}).run(task_vars={})
+
+
+def test_the_action_shows_its_line_at_any_verbosity_only_when_given_one(tmp_path):
+    shown = action({"dest": str(tmp_path / "h"), "files": FILES, "msg": "h1 rank 0/1: --x"})
+    result = shown.run(task_vars={})
+    assert result["msg"] == "h1 rank 0/1: --x" and result["_ansible_verbose_always"] is True
+    silent = action({"dest": str(tmp_path / "h"), "files": FILES}).run(task_vars={})
+    assert "msg" not in silent and "_ansible_verbose_always" not in silent
+
+
+def test_a_file_takes_its_content_or_a_template_not_both(tmp_path):
+    both = [{"name": "a", "content": "x", "src": "sglang.service.j2"}]
+    with pytest.raises(AnsibleActionFail, match="mutually exclusive"):
+        action({"dest": str(tmp_path / "h"), "files": both}).run(task_vars={})
+    assert not (tmp_path / "h").exists()
+
+
+def test_evaluated_files_and_line_read_the_resolved_variables(tmp_path):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    variables = {"group": "pair1", "groups": {"pair1": ["n0", "n1"]},
+                 "nodes": trust_as_template("{{ groups[group] }}"),
+                 "listing": [{"name": "nodes.txt",
+                              "content": trust_as_template("{{ nodes | join(',') }}\n")}]}
+    task = SimpleNamespace(args={"dest": str(tmp_path / "h"), "resolve": ["nodes"],
+                                 "evaluate": {"files": "listing",
+                                              "msg": "group ~ ': ' ~ nodes | length"}},
+                           check_mode=False, async_val=0, action="sglang_service_plan_files")
+    connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    result = plan_files.ActionModule(task, connection, None, None, templar, None).run(
+        task_vars=variables)
+    assert result["msg"] == "pair1: 2"
+    assert (tmp_path / "h" / "nodes.txt").read_text() == "n0,n1\n"

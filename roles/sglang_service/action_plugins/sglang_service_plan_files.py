@@ -4,24 +4,53 @@ playbooks/plan.yml writes a unit, an environment file and a launch command (and,
 multi-node servers, the watchdog's unit and settings) for every host of a fleet. Through
 the template and copy modules each file costs the controller a Python process (about
 0.5 s of CPU, 2 s per host); this action writes them all inside the task, for no process.
-The contents arrive rendered (the role's templates, through the template lookup): the
-unit text keeps one source.
+It renders the role's templates itself, as the template action does, so the unit text
+keeps one source: the template lookup would deep-copy every variable per file, the
+inventory's groups included, which grows with the fleet (a quarter of the plan's CPU on
+16 hosts, quadratic in the host count).
 
 Arguments:
   dest   the host's plan directory on the controller (created, mode 0755)
-  files  a list of {name, content}: file names inside dest, written with mode 0644
-Returns changed, and files: the names whose content or mode changed. Check mode writes
-nothing and reports what would change.
+  files  a list of {name, content} or {name, src, vars}: file names inside dest, written
+         with mode 0644; src is a template of the role (templates/), rendered with the
+         task's variables plus vars
+  msg    a line shown for the host at any verbosity, as debug shows its msg (optional:
+         a debug task of its own would cost every host another task)
+  resolve, evaluate
+         as for sglang_service_launch: variables templated once each, then arguments
+         evaluated by the action; the templates are rendered with the resolved values
+Returns changed, files: the names whose content or mode changed, and msg. Check mode
+writes nothing and reports what would change.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ansible.errors import AnsibleActionFail
+from ansible._internal._templating import _template_vars
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
+
+
+
+def _sibling(name: str) -> Any:
+    """Another action plugin of this role, by path: the plugin loader gives a role's
+    action plugins no package to import one another from."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+# One implementation of resolve and evaluate for both actions.
+_launch = _sibling("sglang_service_launch")
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
@@ -30,8 +59,11 @@ ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
     "files": {"type": "list", "elements": "dict", "required": True, "options": {
         "name": {"type": "str", "required": True},
-        "content": {"type": "str", "required": True},
-    }},
+        "content": {"type": "str"},
+        "src": {"type": "str"},
+        "vars": {"type": "dict", "default": {}},
+    }, "required_one_of": [["content", "src"]], "mutually_exclusive": [["content", "src"]]},
+    "msg": {"type": "str", "default": None},
 }
 
 
@@ -89,12 +121,33 @@ class ActionModule(ActionBase):
     _requires_connection = False
     _supports_check_mode = True
 
+    def _render(self, src: str, extra: dict[str, Any], task_vars: dict[str, Any]) -> str:
+        """One of the role's templates, rendered as the template lookup renders it, from a
+        shallow copy of the variables (the values are only read)."""
+        try:
+            path = self._find_needle("templates", src)
+        except AnsibleError as error:
+            raise AnsibleActionFail(f"no template {src!r} for the plan: {error}") from error
+        variables = {**task_vars, **_template_vars.generate_ansible_template_vars(
+            path=src, fullpath=path, include_ansible_managed="ansible_managed" not in task_vars),
+            **extra}
+        templar = self._templar.copy_with_new_env(searchpath=[os.path.dirname(path)],
+                                                  available_variables=variables)
+        return templar.template(trust_as_template(self._loader.get_text_file_contents(path)),
+                                escape_backslashes=False)
+
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        resolver, args = _launch.evaluated_arguments(self, ARGUMENT_SPEC, task_vars or {})
+        files = [{"name": f["name"], "content": f["content"] if f["src"] is None
+                  else self._render(f["src"], f["vars"], dict(resolver.variables))}
+                 for f in args["files"]]
         try:
-            changed = write_plan(Path(args["dest"]), args["files"], check=self._task.check_mode)
+            changed = write_plan(Path(args["dest"]), files, check=self._task.check_mode)
         except (OSError, ValueError) as error:
             raise AnsibleActionFail(f"cannot write the plan into {args['dest']}: {error}") from error
         result.update(changed=bool(changed), dest=args["dest"], files=changed)
+        if args["msg"] is not None:
+            # The default callback prints a result only with -v, or when it asks for it.
+            result.update(msg=args["msg"], _ansible_verbose_always=True)
         return result
