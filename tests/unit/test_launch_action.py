@@ -103,3 +103,13 @@ def test_an_evaluated_launch_fails_the_preflight_as_a_given_one_does():
     result = run_evaluated({"evaluate": {"launch": "bad"}, "preflight": True},
                            {"bad": BAD})
     assert result["msg"] == "tp 32 needs 32 GPUs | port 0 is not a TCP port"
+
+
+def test_an_argument_that_cannot_be_evaluated_fails_as_ansible_words_it():
+    from ansible.errors import AnsibleError
+
+    with pytest.raises(AnsibleError) as failure:
+        run_evaluated({"resolve": ["deployment"], "evaluate": {"launch": "deployment"}},
+                      {"deployment": "{{ nope }}"})
+    assert str(failure.value) == ("Finalization of task args for 'sglang_service_launch' failed: "
+                                  "Error while resolving value for 'launch': 'nope' is undefined")

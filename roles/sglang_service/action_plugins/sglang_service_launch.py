@@ -29,6 +29,7 @@ import re
 from collections import ChainMap
 from typing import Any
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
@@ -120,9 +121,19 @@ def evaluated_arguments(action: ActionBase, spec: dict[str, Any],
     _, evaluation = action.validate_argument_spec(argument_spec=EVALUATION_SPEC)
     resolver = Resolver(action._templar, task_vars)
     for name in evaluation["resolve"]:
-        resolver.resolve(name)
-    given.update({key: resolver.evaluate(expression)
-                  for key, expression in evaluation["evaluate"].items()})
+        try:
+            resolver.resolve(name)
+        except AnsibleError:
+            pass  # left to the argument that reads it, whose error names the argument
+    for key, expression in evaluation["evaluate"].items():
+        try:
+            given[key] = resolver.evaluate(expression)
+        except AnsibleError as error:
+            # Worded as Ansible words an argument it cannot template.
+            cause = AnsibleError(f"Error while resolving value for {key!r}.")
+            cause.__cause__ = error
+            raise AnsibleError(f"Finalization of task args for {action._task.action!r} "
+                               "failed.") from cause
     action._task.args = given
     _, args = action.validate_argument_spec(argument_spec=spec)
     return resolver, args
