@@ -47,7 +47,7 @@ def test_the_demo_hosts_are_reached_over_ssh_with_pipelining(demo):
 
 # Actions whose plugin decides on the controller: they never reach the host.
 CONTROLLER_ACTIONS = {"set_fact", "assert", "debug", "meta", "include_tasks", "include_role",
-                      "validate_argument_spec"}
+                      "validate_argument_spec", "sglang_service_launch"}
 
 
 def test_a_no_op_serve_only_reads_each_host(demo):
