@@ -54,7 +54,10 @@ def test_a_changed_wheel_changes_the_digest(wheelhouse, tmp_path):
     assert digest1 != digest2
 
 
-def test_the_archive_holds_the_wheels_then_their_sums(wheelhouse, tmp_path):
+def test_the_archive_holds_the_wheels_then_their_sums(wheelhouse, tmp_path, monkeypatch):
+    # The directory's own order depends on the file system: hand it over reversed.
+    listdir = os.listdir
+    monkeypatch.setattr(arc.os, "listdir", lambda path: sorted(listdir(path), reverse=True))
     digest, path = build(wheelhouse, tmp_path / "out")
     with tarfile.open(path) as tar:
         members = tar.getmembers()
