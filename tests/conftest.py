@@ -10,6 +10,14 @@ SHARED = ROOT.parent / "shared"
 GSM8K_TEST = SHARED / "data" / "gsm8k" / "test.jsonl"
 
 
+def load_file(name, path):
+    """A plugin or script of the repository, loaded from its file as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load_builder():
     spec = importlib.util.spec_from_file_location(
         "sglang_launch", ROOT / "filter_plugins" / "sglang_launch.py")

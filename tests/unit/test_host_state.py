@@ -4,7 +4,6 @@ unconverged, so each comparison is checked to say no on every kind of difference
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import pwd
@@ -12,18 +11,11 @@ import pwd
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from conftest import ROOT
+from conftest import ROOT, load_file
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mod = _load("host_state_module", ROOT / "library" / "host_state.py")
-flt = _load("host_state_filter", ROOT / "filter_plugins" / "host_state.py")
+mod = load_file("host_state_module", ROOT / "library" / "host_state.py")
+flt = load_file("host_state_filter", ROOT / "filter_plugins" / "host_state.py")
 ME = pwd.getpwuid(os.getuid()).pw_name
 
 

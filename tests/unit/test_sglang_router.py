@@ -10,7 +10,6 @@ are skipped unless SGLANG_ROUTER_PYTHON names a Python that has it installed:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,21 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_file
 from sim_process import SIM_SRC, Sim, free_port
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-flt = _load("sglang_router_filter", ROOT / "filter_plugins" / "sglang_router.py")
-api = _load("sglang_router_api", ROOT / "module_utils" / "sglang_router.py")
+flt = load_file("sglang_router_filter", ROOT / "filter_plugins" / "sglang_router.py")
+api = load_file("sglang_router_api", ROOT / "module_utils" / "sglang_router.py")
 LAUNCHER = ROOT / "roles" / "sglang_router" / "files" / "sglang-router-launch.py"
-launcher = _load("sglang_router_launch", LAUNCHER)
+launcher = load_file("sglang_router_launch", LAUNCHER)
 KEY = "router-test-key-0123456789"
 
 
@@ -311,7 +303,7 @@ def test_an_unreachable_router_is_an_error():
 def run_module(args, monkeypatch, capsys):
     from ansible.module_utils import basic
     monkeypatch.setitem(sys.modules, "ansible.module_utils.sglang_router", api)
-    module = _load("sglang_router_workers_module",
+    module = load_file("sglang_router_workers_module",
                    ROOT / "library" / "sglang_router_workers.py")
     monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args})
                         .encode())

@@ -3,18 +3,15 @@ its content, the same bytes wherever and whenever it is built."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import tarfile
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_file
 
-_spec = importlib.util.spec_from_file_location(
-    "wheelhouse_archive", ROOT / "roles" / "pinned_venv" / "library" / "wheelhouse_archive.py")
-arc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(arc)
+arc = load_file("wheelhouse_archive",
+                ROOT / "roles" / "pinned_venv" / "library" / "wheelhouse_archive.py")
 
 
 def build(src, dest):
