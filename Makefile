@@ -66,15 +66,19 @@ plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
-# Real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written, the CPUs mostly idle)
-# installs in the background while lint, unit and Molecule use the CPUs; conformance and
-# integration need it and run last. Its log: build/sglang-venv.log.
+# Three things at once: real SGLang's venv installs (torch and its CUDA wheels: ~5.6 GB
+# written, the CPUs mostly idle), lint and unit run (controller CPU only), and Molecule
+# runs its lanes (mostly waiting on containers and services: it leaves CPU to spare).
+# Conformance and integration need the venv and run last. Logs: build/sglang-venv.log,
+# build/checks.log (printed when they fail), build/molecule-*.log.
 test: times-reset bootstrap
 	@tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
-	checks=0; $(MAKE) --no-print-directory TESTBED_READY=1 lint unit molecule || checks=$$?; \
+	$(MAKE) --no-print-directory TESTBED_READY=1 lint unit > build/checks.log 2>&1 & checks=$$!; \
+	molecule=0; $(MAKE) --no-print-directory TESTBED_READY=1 molecule || molecule=$$?; \
+	wait $$checks || { cat build/checks.log; exit 1; }; \
 	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
-	[ $$checks -eq 0 ]; \
+	[ $$molecule -eq 0 ]; \
 	$(MAKE) --no-print-directory TESTBED_READY=1 conformance integration
 	@cat build/times.txt
 
