@@ -266,6 +266,7 @@ def install_template_cache(directory: str | None = None) -> CompiledTemplates:
     env_class.compile_expression = compile_expression
     env_class._sglang_service_compiled = cache
     _share_plugin_lookups()
+    _warm_builtin_lookups()
     return cache
 
 
@@ -302,13 +303,35 @@ def _share_plugin_lookups() -> None:
     JinjaPluginIntercept.__getitem__ = __getitem__
 
 
+def _warm_builtin_lookups() -> None:
+    """Look up, once, the names Jinja defines itself that no plugin file provides: the
+    slow lookups (2-3 ms each). Done where the cache is installed, in the controller when
+    its strategy loads the action, every host's process inherits the answers."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+    env = AnsibleEnvironment()
+    for table in (env.filters, env.tests):
+        known = table._plugin_loader._cached_non_collection_wrappers
+        for name in table._jinja_builtins:
+            if name not in known:
+                try:
+                    table[name]  # pylint: disable=pointless-statement
+                except AnsibleError:
+                    pass  # left to the template that uses it
+
+
+# On import: the controller imports this action (its strategy reads the class) before it
+# forks the host processes of the task, so they inherit the cache and the lookups; the
+# templating of the task's own arguments uses them too.
+install_template_cache()
+
+
 class ActionModule(ActionBase):
     # Reads only the task's arguments: the host is never contacted.
     _requires_connection = False
     _supports_check_mode = True
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        install_template_cache()
         result = super().run(tmp, task_vars)
         _, args = evaluated_arguments(self, ARGUMENT_SPEC, task_vars or {})
         result["ansible_facts"] = {"sglang_service_launch": args["launch"]}

@@ -137,7 +137,6 @@ class ActionModule(ActionBase):
                                 escape_backslashes=False)
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        _launch.install_template_cache()
         result = super().run(tmp, task_vars)
         resolver, args = _launch.evaluated_arguments(self, ARGUMENT_SPEC, task_vars or {})
         files = [{"name": f["name"], "content": f["content"] if f["src"] is None
