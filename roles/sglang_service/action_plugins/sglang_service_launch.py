@@ -326,8 +326,13 @@ def _warm_builtin_lookups() -> None:
 
 # On import: the controller imports this action (its strategy reads the class) before it
 # forks the host processes of the task, so they inherit the cache and the lookups; the
-# templating of the task's own arguments uses them too.
-install_template_cache()
+# templating of the task's own arguments uses them too. The cache reaches into ansible-core
+# 2.19's private templating (requirements.txt pins ansible-core): another
+# ansible-core that lacks those names runs as it is, only without the cache.
+try:
+    install_template_cache()
+except (ImportError, AttributeError):
+    pass
 
 
 class ActionModule(ActionBase):
