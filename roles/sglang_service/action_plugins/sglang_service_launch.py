@@ -22,13 +22,23 @@ Arguments:
             here each named variable costs one.
 Returns ansible_facts.sglang_service_launch (also with failed: a failing host keeps what
 describes it).
+
+This module also holds what both actions share: resolve and evaluate, and the compiled
+template cache (CompiledTemplates, install_template_cache).
 """
 from __future__ import annotations
 
+import contextvars
+import hashlib
+import marshal
+import os
 import re
+import tempfile
 from collections import ChainMap
+from types import CodeType
 from typing import Any
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
@@ -137,6 +147,192 @@ def evaluated_arguments(action: ActionBase, spec: dict[str, Any],
     action._task.args = given
     _, args = action.validate_argument_spec(argument_spec=spec)
     return resolver, args
+
+
+class CompiledTemplates:
+    """Jinja's compiled code for each template text, in this process and in a directory
+    that the run's other processes share.
+
+    Ansible compiles a template (parse, generate Python, compile it) each time it renders
+    one, and each host's task runs in a new process forked from the controller, so the
+    same ~45 template texts (the role's defaults, its templates, the task arguments) were
+    compiled again for every host: about half the workers' CPU in a plan of 128 hosts
+    (cProfile). A code object depends only on the text, the environment's syntax settings
+    and Ansible's compile context (the key), and on which filters and tests exist and
+    whether they take the context, fixed for a run (Jinja's own bytecode cache stores the
+    same thing). The first process to compile a text writes the code to the run's local
+    temporary directory, which ansible-playbook creates before forking and deletes on
+    exit, as it does its module cache; the later ones read it (marshal, well under 1 ms).
+    A compile error is not cached: Ansible reports it as before.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.memory: dict[tuple[Any, ...], CodeType] = {}
+
+    def _path(self, key: tuple[Any, ...]) -> str | None:
+        if self.directory is None:
+            return None
+        return os.path.join(self.directory, hashlib.sha256(repr(key).encode()).hexdigest())
+
+    def get(self, key: tuple[Any, ...]) -> CodeType | None:
+        if key in self.memory:
+            return self.memory[key]
+        path = self._path(key)
+        try:
+            with open(path, "rb") as handle:  # type: ignore[arg-type]
+                code = marshal.load(handle)
+        except (TypeError, OSError, EOFError, ValueError):
+            return None  # not cached yet (or no directory): compile
+        if not isinstance(code, CodeType):
+            return None
+        self.memory[key] = code
+        return code
+
+    def put(self, key: tuple[Any, ...], code: CodeType) -> None:
+        self.memory[key] = code
+        path = self._path(key)
+        if path is None:
+            return
+        try:
+            os.makedirs(self.directory, exist_ok=True)  # type: ignore[arg-type]
+            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".")
+            with os.fdopen(fd, "wb") as handle:
+                marshal.dump(code, handle)
+            os.replace(temp, path)  # whole or absent: a reader never sees half
+        except OSError:
+            pass  # the cache only saves time
+
+
+# The key of the expression whose code Jinja's compile_expression is about to compile.
+_PENDING_EXPRESSION: contextvars.ContextVar[tuple[Any, ...] | None] = \
+    contextvars.ContextVar("sglang_service_pending_expression", default=None)
+
+
+def _compile_key(env: Any, kind: str, source: str, *extra: Any) -> tuple[Any, ...] | None:
+    """What Jinja's code for source depends on, or None when it must not be cached."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible._internal._templating import _jinja_bits
+    if env._debuggable_template_source:  # the code then names a per-compile source file
+        return None
+    compiling = _jinja_bits._TemplateCompileContext.current(optional=True)
+    syntax = tuple(getattr(env, name) for name in _jinja_bits._TEMPLATE_OVERRIDE_FIELD_NAMES)
+    return (kind, str(source), syntax, env.optimized, env.autoescape, env.is_async,
+            compiling.escape_backslashes if compiling else None, *extra)
+
+
+def install_template_cache(directory: str | None = None) -> CompiledTemplates:
+    """Make this process's Ansible Jinja environments reuse compiled code (once per
+    process; forked processes inherit it). directory defaults to a folder of the run's
+    local temporary directory."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible._internal._templating import _jinja_bits
+    env_class = _jinja_bits.AnsibleEnvironment
+    installed = env_class.__dict__.get("_sglang_service_compiled")
+    if installed is not None:
+        return installed
+    if directory is None:
+        directory = os.path.join(C.DEFAULT_LOCAL_TMP, "sglang_service_jinja_code")
+    cache = CompiledTemplates(directory)
+    jinja_compile = env_class.compile
+    jinja_compile_expression = env_class.compile_expression
+
+    def compile(self: Any, source: Any, name: str | None = None,  # pylint: disable=redefined-builtin
+                filename: str | None = None, raw: bool = False, defer_init: bool = False) -> Any:
+        if raw:
+            key = None
+        elif isinstance(source, str):
+            key = _compile_key(self, "template", source, name, filename, defer_init)
+        else:  # the node compile_expression built, for the expression it names
+            key = _PENDING_EXPRESSION.get()
+            _PENDING_EXPRESSION.set(None)
+        code = cache.get(key) if key is not None else None
+        if code is None:
+            code = jinja_compile(self, source, name, filename, raw, defer_init)
+            if key is not None:
+                cache.put(key, code)
+        return code
+
+    def compile_expression(self: Any, source: str, undefined_to_none: bool = True) -> Any:
+        key = _compile_key(self, "expression", source, undefined_to_none)
+        code = cache.get(key) if key is not None else None
+        if code is not None:  # what Jinja's compile_expression returns, minus the parsing
+            template = self.template_class.from_code(self, code, self.make_globals(None), None)
+            return _jinja_bits.TemplateExpression(template, undefined_to_none)
+        token = _PENDING_EXPRESSION.set(key)
+        try:
+            return jinja_compile_expression(self, source, undefined_to_none)
+        finally:
+            _PENDING_EXPRESSION.reset(token)
+
+    env_class.compile = compile
+    env_class.compile_expression = compile_expression
+    env_class._sglang_service_compiled = cache
+    _share_plugin_lookups()
+    _warm_builtin_lookups()
+    return cache
+
+
+def _share_plugin_lookups() -> None:
+    """Look each filter and test name up once per process, not once per environment.
+
+    Every Templar copy makes a Jinja environment with an empty table of the filters and
+    tests it has looked up; a name the plugin loader does not know (Jinja's own: map,
+    select, first, length, join, ...) is searched for on disk, through every filter file,
+    each time before Jinja's builtin is used: ~80 lookups per host, about a sixth of
+    the workers' time once templates were cached (cProfile). The function found does not depend on the environment (it only wraps the
+    plugin); the table is dropped when the loader's own cache is (a plugin directory
+    added), so the answer is the loader's.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from ansible._internal._templating._jinja_plugins import JinjaPluginIntercept
+    lookup = JinjaPluginIntercept.__getitem__
+    shared: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+    def __getitem__(self: Any, key: str) -> Any:
+        if plugin_func := self._wrapped_funcs.get(key):  # set on this environment only
+            return plugin_func
+        loader = self._plugin_loader
+        generation, found = shared.get(id(loader), (None, {}))
+        if generation is not loader._cached_non_collection_wrappers:
+            generation, found = loader._cached_non_collection_wrappers, {}
+            shared[id(loader)] = (generation, found)
+        if (plugin_func := found.get(key)) is None:
+            plugin_func = found[key] = lookup(self, key)  # raises for an unknown name
+        else:
+            self._wrapped_funcs[key] = plugin_func
+        return plugin_func
+
+    JinjaPluginIntercept.__getitem__ = __getitem__
+
+
+def _warm_builtin_lookups() -> None:
+    """Look up, once, the names Jinja defines itself that no plugin file provides: the
+    slow lookups (2-3 ms each). Done where the cache is installed: in the controller,
+    when its strategy loads the action, so every host's process inherits the answers
+    instead of searching again (~0.1 s once)."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+    env = AnsibleEnvironment()
+    for table in (env.filters, env.tests):
+        known = table._plugin_loader._cached_non_collection_wrappers
+        for name in table._jinja_builtins:
+            if name not in known:
+                try:
+                    table[name]  # pylint: disable=pointless-statement
+                except AnsibleError:
+                    pass  # left to the template that uses it
+
+
+# On import: the controller imports this action (its strategy reads the class) before it
+# forks the host processes of the task, so they inherit the cache and the lookups; the
+# templating of the task's own arguments uses them too. The cache reaches into ansible-core
+# 2.19's private templating (requirements.txt pins ansible-core): another
+# ansible-core that lacks those names runs as it is, only without the cache.
+try:
+    install_template_cache()
+except (ImportError, AttributeError):
+    pass
 
 
 class ActionModule(ActionBase):

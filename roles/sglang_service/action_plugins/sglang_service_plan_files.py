@@ -7,7 +7,9 @@ the template and copy modules each file costs the controller a Python process (a
 It renders the role's templates itself, as the template action does, so the unit text
 keeps one source: the template lookup would deep-copy every variable per file, the
 inventory's groups included, which grows with the fleet (a quarter of the plan's CPU on
-16 hosts, quadratic in the host count).
+16 hosts, quadratic in the host count). The templates' compiled code comes from the
+cache sglang_service_launch installs (loading that module installs it): compiled once
+per run, not once per host.
 
 Arguments:
   dest   the host's plan directory on the controller (created, mode 0755)
