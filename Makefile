@@ -66,21 +66,26 @@ plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
-# Three things at once: real SGLang's venv installs (torch and its CUDA wheels: ~5.6 GB
-# written, the CPUs mostly idle), lint and unit run (controller CPU only), and Molecule
-# runs its lanes (mostly waiting on containers and services: it leaves CPU to spare).
-# Conformance and integration need the venv and run last. Logs: build/sglang-venv.log,
-# build/checks.log (printed when they fail), build/molecule-*.log.
+# Three streams at once, because most of each is waiting (on containers, services, the
+# network, the disk) rather than computing:
+#   - real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written, the CPUs mostly
+#     idle), then conformance and integration, which need it (build/sglang-venv.log,
+#     build/late.log);
+#   - lint and unit, controller CPU only (build/checks.log);
+#   - Molecule, two scenarios at a time (build/molecule-*.log), in the foreground.
+# A failed stream's log is printed; the run fails once all three ended.
 test: times-reset bootstrap
-	@tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
-	  > build/sglang-venv.log 2>&1 & venv=$$!; \
+	@status=0; \
+	{ tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
+	    > build/sglang-venv.log 2>&1 \
+	  && $(MAKE) --no-print-directory TESTBED_READY=1 conformance integration > build/late.log 2>&1; } \
+	  & late=$$!; \
 	$(MAKE) --no-print-directory TESTBED_READY=1 lint unit > build/checks.log 2>&1 & checks=$$!; \
-	molecule=0; $(MAKE) --no-print-directory TESTBED_READY=1 molecule || molecule=$$?; \
-	wait $$checks || { cat build/checks.log; exit 1; }; \
-	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
-	[ $$molecule -eq 0 ]; \
-	$(MAKE) --no-print-directory TESTBED_READY=1 conformance integration
-	@cat build/times.txt
+	$(MAKE) --no-print-directory TESTBED_READY=1 molecule || status=1; \
+	wait $$checks || { cat build/checks.log; status=1; }; \
+	wait $$late || { tail -n 40 build/sglang-venv.log; tail -n 300 build/late.log; status=1; }; \
+	cat build/times.txt; \
+	exit $$status
 
 times-reset:
 	@mkdir -p build && rm -f build/times.txt
