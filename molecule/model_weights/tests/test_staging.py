@@ -209,38 +209,63 @@ def test_a_failed_download_fails_its_followers_by_name_and_a_rerun_resumes():
             name: digest for name, digest in source_digests().items() if name.endswith(".safetensors")}
 
 
-def test_too_little_disk_fails_before_downloading_anything():
+# Four independent one-run cases, run side by side (each stages into its own directory,
+# none of them asks the Hub on 8080 for a file): the scenario's time is mostly Ansible's
+# round trips, which overlap.
+SIDE_BY_SIDE = {
+    "no space": (["model_weights_models_dir=/srv/models-nospace",
+                  "model_weights_free_space_margin_gib=100000000"], "weights-1"),
+    "mirror": (["model_weights_source=path", "model_weights_path=/mnt/mirror",
+                "model_weights_models_dir=/srv/models-from-mirror"], "weights-2"),
+    "broken mirror": (["model_weights_source=path", "model_weights_path=/tmp/mirror-broken",
+                       "model_weights_models_dir=/srv/models-broken"], "weights-3"),
+    "moving revision": (["model_weights_revision=main", "model_weights_models_dir=/srv/models-main"], None),
+}
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> dict[str, tuple[int, str]]:
+    sh("weights-3", "rm -rf /tmp/mirror-broken && mkdir /tmp/mirror-broken")
+    run_(["podman", "cp", f"{MODEL}/.", "weights-3:/tmp/mirror-broken/"])
+    sh("weights-3", f"truncate -s 4096 /tmp/mirror-broken/{SHARDS[3]}")
     before = len(hub_requests())
-    run = stage("model_weights_models_dir=/srv/models-nospace",
-                "model_weights_free_space_margin_gib=100000000", limit="weights-1")
-    assert run.returncode != 0
-    assert "Not enough free space" in run.stdout
-    assert "model_weights_free_space_margin_gib" in run.stdout
-    assert [r for r in hub_requests()[before:] if r["method"] == "GET"] == []
+    procs = {name: subprocess.Popen(stage_argv(*extra, limit=limit), text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for name, (extra, limit) in SIDE_BY_SIDE.items()}
+    found = {name: (proc.communicate(timeout=900)[0], proc.returncode) for name, proc in procs.items()}
+    found["hub requests before"] = before
+    return found
+
+
+def run_(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def test_too_little_disk_fails_before_downloading_anything(side_by_side):
+    out, code = side_by_side["no space"]
+    assert code != 0
+    assert "Not enough free space" in out
+    assert "model_weights_free_space_margin_gib" in out
+    assert [r for r in hub_requests()[side_by_side["hub requests before"]:] if r["method"] == "GET"] == []
     assert sh("weights-1", "find /srv/models-nospace -type f | grep -v '/.cache/' || true").strip() == ""
 
 
-def test_a_mounted_mirror_is_copied_and_verified():
-    target = "/srv/models-from-mirror"
-    run = stage("model_weights_source=path", "model_weights_path=/mnt/mirror",
-                f"model_weights_models_dir={target}", limit="weights-2")
-    ok(run)
-    copy = f"{target}/{REPO}/{REVISION}"
+def test_a_mounted_mirror_is_copied_and_verified(side_by_side):
+    out, code = side_by_side["mirror"]
+    assert code == 0, out[-6000:]
+    copy = f"/srv/models-from-mirror/{REPO}/{REVISION}"
     assert copy_digests("weights-2", copy) == source_digests()
     assert (marker("weights-2", copy)["source"], marker("weights-2", copy)["origin"]) == ("path", "/mnt/mirror")
 
 
-def test_an_incomplete_mirror_is_refused():
-    sh("weights-2", f"rm -rf /tmp/mirror-broken && cp -r /mnt/mirror /tmp/mirror-broken "
-                    f"&& truncate -s 4096 /tmp/mirror-broken/{SHARDS[3]}")
-    run = stage("model_weights_source=path", "model_weights_path=/tmp/mirror-broken",
-                "model_weights_models_dir=/srv/models-broken", limit="weights-2")
-    assert run.returncode != 0
-    assert f"is incomplete: {SHARDS[3]} is 4096 bytes, its header says" in run.stdout
+def test_an_incomplete_mirror_is_refused(side_by_side):
+    out, code = side_by_side["broken mirror"]
+    assert code != 0
+    assert f"is incomplete: {SHARDS[3]} is 4096 bytes, its header says" in out
 
 
-def test_a_moving_revision_is_refused_before_any_host_is_touched():
-    run = stage("model_weights_revision=main", "model_weights_models_dir=/srv/models-main")
-    assert run.returncode != 0
-    assert "model_weights_revision must be the full 40-character commit sha" in run.stdout
+def test_a_moving_revision_is_refused_before_any_host_is_touched(side_by_side):
+    out, code = side_by_side["moving revision"]
+    assert code != 0
+    assert "model_weights_revision must be the full 40-character commit sha" in out
     assert sh("weights-1", "test -e /srv/models-main && echo yes || echo no").strip() == "no"
