@@ -170,17 +170,19 @@ def shard_sizes(host: str, directory: str) -> dict[str, int]:
 def test_a_failed_download_fails_its_followers_by_name_and_a_rerun_resumes():
     # The stand-in on 8081 sends 4 MiB/s, one file at a time: ~8 s for the 32 MiB. The
     # peers follow weights-1 file by file; once weights-2 holds a whole shard, weights-1's
-    # download is killed. The hf client keeps finished files, not partial ones.
+    # download is killed. The hf client keeps finished files, not partial ones. The
+    # follow timeout leaves room for the hf client's start on a loaded machine.
     target = "/srv/models-resume"
     copy = f"{target}/{REPO}/{REVISION}"
     common = [f"model_weights_models_dir={target}", "model_weights_hf_endpoint=http://weights-hub:8081",
               "model_weights_hub_max_workers=1"]
     whole = {name: (MODEL / name).stat().st_size for name in SHARDS}
-    with subprocess.Popen(stage_argv(*common, "model_weights_follow_timeout=5"), text=True,
+    with subprocess.Popen(stage_argv(*common, "model_weights_follow_timeout=20"), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as first:
         deadline = time.monotonic() + 300
         while not any(whole[n] == size for n, size in shard_sizes("weights-2", copy).items()):
-            assert time.monotonic() < deadline and first.poll() is None, "weights-2 copied no shard"
+            if first.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("weights-2 copied no shard:\n" + first.communicate()[0][-6000:])
             time.sleep(0.5)
         # Pipelined: weights-2 has a whole shard while weights-1 is still downloading.
         hub = json.loads(sh("weights-1", "cat /var/tmp/model-weights/hub/progress.json"))
@@ -193,7 +195,7 @@ def test_a_failed_download_fails_its_followers_by_name_and_a_rerun_resumes():
     assert "hub failed" in failed["weights-1"], out[-6000:]
     # weights-2 and weights-3 follow weights-1; weights-4 follows weights-2.
     for host, upstream in (("weights-2", "weights-1"), ("weights-3", "weights-1"), ("weights-4", "weights-2")):
-        assert f"following {upstream}: {upstream} completed no further file in 5 s" in failed[host], out[-6000:]
+        assert f"following {upstream}: {upstream} completed no further file in 20 s" in failed[host], out[-6000:]
     done_first = body_bytes(hub_requests(8081))
     # The re-run resumes; every copy is also checked against the Hub's LFS sha256.
     second = stage(*common, "model_weights_verify_sha256=true")
