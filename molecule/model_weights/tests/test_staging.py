@@ -190,12 +190,17 @@ def test_a_failed_download_fails_its_followers_by_name_and_a_rerun_resumes():
         sh("weights-1", "for pid in $(pgrep -f 'model-weights/venv/bin/h[f] download'); do kill $pid; done")
         out, _ = first.communicate(timeout=600)
     assert first.returncode != 0
-    failed = {line.split("]", 1)[0].split("[", 1)[1]: line for line in out.splitlines()
-              if line.startswith("fatal: [")}
-    assert "hub failed" in failed["weights-1"], out[-6000:]
+    # The callback prints a failure over several lines: "fatal: [host]: FAILED! =>", then
+    # its fields, up to the next blank line; the message may be folded across lines.
+    failed: dict[str, str] = {}
+    for chunk in out.split("\n\n"):
+        for host in HOSTS:
+            if f"fatal: [{host}]" in chunk:
+                failed[host] = failed.get(host, "") + " ".join(chunk.split())
+    assert "hub failed" in " ".join(out.split()), out[-6000:]
     # weights-2 and weights-3 follow weights-1; weights-4 follows weights-2.
     for host, upstream in (("weights-2", "weights-1"), ("weights-3", "weights-1"), ("weights-4", "weights-2")):
-        assert f"following {upstream}: {upstream} completed no further file in 20 s" in failed[host], out[-6000:]
+        assert f"following {upstream}: {upstream} completed no further file in 20 s" in failed.get(host, ""), out[-6000:]
     done_first = body_bytes(hub_requests(8081))
     # The re-run resumes; every copy is also checked against the Hub's LFS sha256.
     second = stage(*common, "model_weights_verify_sha256=true")
