@@ -36,7 +36,8 @@ def model_weights_problems(me: str, hostvars: Mapping[str, Any], play_hosts: Seq
     if source == "peer":
         problems += _peer_problems(me, v, hostvars, play_hosts)
     for name, low in (("free_space_margin_gib", 0), ("peer_streams", 1), ("peer_fanout", 1),
-                      ("hub_max_workers", 1), ("progress_interval", 1), ("timeout", 1)):
+                      ("hub_max_workers", 1), ("progress_interval", 1), ("timeout", 1),
+                      ("follow_timeout", 1)):
         try:
             ok = int(v.get(name)) >= low
         except (TypeError, ValueError):
@@ -91,13 +92,15 @@ def model_weights_peers_of(hostvars: Mapping[str, Any], play_hosts: Sequence[str
 
 
 def model_weights_fanout_tree(hosts: Sequence[str], seeds: Sequence[str], fanout: int) -> dict[str, dict[str, Any]]:
-    """Who copies from whom, wave by wave: {host: {"wave": n, "source": host or ""}}.
+    """Who copies from whom: {host: {"wave": n, "source": host or ""}}, "wave" being the
+    host's depth in the copy tree (hops from a seed).
 
     Seeds (the host that stages by hub or path, and hosts whose copy is verified already)
-    are wave 0 with no source. In each later wave every host that holds a verified copy
-    (a seed, or a host of an earlier wave) serves up to `fanout` hosts that have none, in
-    host order; so with fanout 1 the copies double each wave and N hosts from one seed
-    take ceil(log2 N) waves, each host sending one copy and receiving one at a time.
+    are depth 0 with no source. The tree is built in rounds: in each, every host placed so
+    far (a seed, or a host of an earlier round) takes up to `fanout` hosts that have none,
+    in host order; so with fanout 1 the hosts double each round and N hosts from one seed
+    are ceil(log2 N) deep. The role runs every copy of the tree at once, each following
+    its source file by file, so a host with k children sends k copies at a time.
     """
     if isinstance(fanout, bool) or not isinstance(fanout, int) or fanout < 1:
         raise AnsibleFilterError("model_weights_peer_fanout must be a whole number >= 1, got %r" % (fanout,))
@@ -117,7 +120,7 @@ def model_weights_fanout_tree(hosts: Sequence[str], seeds: Sequence[str], fanout
                 plan[host] = {"wave": wave, "source": source}
                 served.append(host)
             pending = pending[fanout:]
-        # Copies made in this wave are verified before the next starts: they serve then.
+        # Hosts placed in this round take children of their own from the next.
         holders = holders + served
     return plan
 
@@ -150,12 +153,13 @@ def model_weights_plan(hostvars: Mapping[str, Any], hosts: Sequence[str]) -> dic
 
 
 def model_weights_plan_lines(plan: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """'wave 1: weights-1 -> weights-2' lines, one per wave, for the play's output."""
+    """'depth 1: weights-1 -> weights-2' lines, one per depth of the tree, for the play's
+    output (every copy runs at once; depth is how many hops from the Hub or mirror)."""
     waves: dict[int, list[str]] = {}
     for host, step in plan.items():
         if step["wave"] > 0:
             waves.setdefault(step["wave"], []).append("%s -> %s" % (step["source"], host))
-    return ["wave %d: %s" % (w, ", ".join(waves[w])) for w in sorted(waves)] or ["no peer copies to make"]
+    return ["depth %d: %s" % (w, ", ".join(waves[w])) for w in sorted(waves)] or ["no peer copies to make"]
 
 
 def _size(n: float) -> str:
@@ -178,8 +182,12 @@ def model_weights_progress_line(p: Mapping[str, Any]) -> str:
         eta_text = ", ETA unknown"
     else:
         eta_text = ", ETA %d min" % round(eta / 60.0)
+    method = p.get("method")
+    if p.get("upstream"):
+        method = "%s %s (%s of %s files)" % (method, p["upstream"], p.get("files_done", 0),
+                                             p.get("files_total", "?"))
     return "%s %s: %s of %s (%d%%), %s/s%s, %d s elapsed" % (
-        p.get("method"), p.get("state"), _size(done), _size(total), pct,
+        method, p.get("state"), _size(done), _size(total), pct,
         _size(p.get("rate_bytes") or 0), eta_text, p.get("elapsed") or 0)
 
 

@@ -27,7 +27,7 @@ options:
   finalize: {description: Set ownership and modes, then write the marker., type: bool, default: false}
   source: {description: Recorded in the marker (hub, peer or path)., type: str, default: ""}
   origin: {description: Recorded in the marker - the peer host, mirror path or Hub URL the copy came from., type: str, default: ""}
-  wave: {description: Recorded in the marker - the copy tree's wave that made the copy (0 for hub or path)., type: int, default: 0}
+  wave: {description: Recorded in the marker - the copy's depth in the copy tree (0 for hub or path, 1 for a copy from the root, ...)., type: int, default: 0}
   owner: {description: Owner of the verified copy., type: str, default: root}
   group: {description: Group of the verified copy., type: str, default: root}
 """

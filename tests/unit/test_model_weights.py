@@ -188,7 +188,7 @@ def test_a_progress_line_reads_like_a_person_wrote_it():
 def settings(**over):
     base = {"repo_id": REPO, "revision": REV, "source": "hub", "peer": "", "path": "",
             "free_space_margin_gib": 50, "peer_streams": 4, "peer_fanout": 1, "hub_max_workers": 8,
-            "progress_interval": 30, "timeout": 86400}
+            "progress_interval": 30, "timeout": 86400, "follow_timeout": 1800}
     return {"__model_weights_settings": dict(base, **over)}
 
 
@@ -320,8 +320,8 @@ def test_a_root_outside_the_batch_still_seeds_its_tree():
         "b": {"wave": 1, "source": "a"}, "c": {"wave": 2, "source": "a"}, "d": {"wave": 2, "source": "b"}}
 
 
-def test_the_plan_reads_as_one_line_per_wave():
-    assert filters.model_weights_plan_lines(tree(4)) == ["wave 1: h00 -> h01", "wave 2: h00 -> h02, h01 -> h03"]
+def test_the_plan_reads_as_one_line_per_depth():
+    assert filters.model_weights_plan_lines(tree(4)) == ["depth 1: h00 -> h01", "depth 2: h00 -> h02, h01 -> h03"]
     assert filters.model_weights_plan_lines(tree(1)) == ["no peer copies to make"]
 
 
@@ -342,7 +342,7 @@ def test_repair_removes_wrong_files_stale_partials_and_the_marker(model, manifes
     assert result["needed_bytes"] == next(f["size"] for f in manifest["files"] if f["path"] == SHARD)
 
 
-def test_a_short_file_is_kept_for_an_appending_copy(model, manifest):
+def test_a_short_file_is_kept_for_a_resuming_copy(model, manifest):
     os.truncate(model / SHARD, 100)
     result = module("model_weights_check", dest=str(model), repo_id=REPO, revision=REV,
                     manifest=manifest, repair=True, keep_short=True)
@@ -394,3 +394,76 @@ def test_a_job_past_its_timeout_is_killed_and_fails(tmp_path, model, manifest):
     assert result["_failed"]
     assert result["msg"].startswith("rsync timed out after 2 s")
     assert json.loads((tmp_path / "work" / "progress.json").read_text())["state"] == "failed"
+
+
+# ---- Following a copy that is still being staged ------------------------------------------
+
+def test_a_copy_never_writes_in_place_and_keeps_partial_files_apart():
+    sys.modules.setdefault("ansible.module_utils.model_weights", mw)  # as Ansible ships it
+    spec_run = importlib.util.spec_from_file_location("mw_run", ROOT / "library" / "model_weights_run.py")
+    run = importlib.util.module_from_spec(spec_run)
+    spec_run.loader.exec_module(run)
+    argv = run._rsync_argv("rsync://a/models/x/", "/d", "/l")
+    assert "--partial-dir=.rsync-partial" in argv
+    assert not {"--inplace", "--append", "--append-verify"} & set(argv)
+
+
+def follow(model, manifest, tmp_path, **over):
+    args = dict(method="follow", dest=str(tmp_path / "copy"), files=manifest["files"],
+                work_dir=str(tmp_path / "work"), source=str(model) + "/", upstream="weights-1",
+                streams=2, stall_timeout=3, poll=0.5)
+    return module("model_weights_run", **dict(args, **over))
+
+
+def test_a_follower_copies_a_complete_upstream_and_says_when_its_first_file_landed(model, manifest, tmp_path):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here (the role installs it on hosts)")
+    result = follow(model, manifest, tmp_path)
+    assert not result["_failed"], result
+    assert mw.check(str(tmp_path / "copy"), manifest)["present_bytes"] == manifest_bytes(manifest)
+    written = json.loads((tmp_path / "work" / "progress.json").read_text())
+    assert (written["state"], written["upstream"], written["files_done"]) == ("finished", "weights-1", len(manifest["files"]))
+    assert written["first_file_at"] is not None
+    assert filters.model_weights_progress_line(written).startswith(
+        f"follow weights-1 ({len(manifest['files'])} of {len(manifest['files'])} files) finished")
+
+
+def test_a_follower_never_copies_a_file_short_upstream_and_names_a_stalled_upstream(model, manifest, tmp_path):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here (the role installs it on hosts)")
+    os.truncate(model / SHARD, 1000)  # still being written upstream, at the final name
+    result = follow(model, manifest, tmp_path)
+    assert result["_failed"]
+    assert "following weights-1: weights-1 completed no further file in 3 s" in result["msg"]
+    assert f"first {SHARD}" in result["msg"]
+    copy = tmp_path / "copy"
+    assert not (copy / SHARD).exists()
+    assert {f["path"] for f in manifest["files"]} - {SHARD} <= {p.name for p in copy.iterdir()}
+
+
+def test_a_follower_copies_each_file_as_soon_as_it_is_complete_upstream(model, manifest, tmp_path):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here (the role installs it on hosts)")
+    whole = (model / SHARD).read_bytes()
+    (model / SHARD).unlink()  # not there yet upstream; it lands 2 s after the follower starts
+    upstream = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time; time.sleep(2); "
+        "open(sys.argv[1] + '.part', 'wb').write(open(sys.argv[2], 'rb').read()); "
+        "os.replace(sys.argv[1] + '.part', sys.argv[1])"), str(model / SHARD), str(tmp_path / "whole")])
+    (tmp_path / "whole").write_bytes(whole)
+    result = follow(model, manifest, tmp_path, stall_timeout=20)
+    upstream.wait()
+    assert not result["_failed"], result
+    assert (tmp_path / "copy" / SHARD).read_bytes() == whole
+
+
+def test_a_follower_names_an_upstream_it_cannot_reach(manifest, tmp_path):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here (the role installs it on hosts)")
+    result = module("model_weights_run", method="follow", dest=str(tmp_path / "copy"),
+                    files=manifest["files"], work_dir=str(tmp_path / "work"),
+                    source=str(tmp_path / "nowhere") + "/", upstream="weights-2", stall_timeout=1,
+                    poll=0.3)
+    assert result["_failed"]
+    assert "weights-2 completed no further file in 1 s" in result["msg"]
+    assert "listing it: rsync: [sender] change_dir" in result["msg"]

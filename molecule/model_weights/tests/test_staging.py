@@ -2,15 +2,18 @@
 interruption, a mirror, and refusals, each through playbooks/stage_weights.yml.
 
 Runs from the scenario's verify.yml, after converge and idempotence. weights-1 stages
-from the Hub stand-in; the others copy in its copy tree (peer), in two waves; weights-2
-also stages from its mounted mirror (path).
+from the Hub stand-in; the others copy in its copy tree (peer), two hops deep, every copy
+at once, each following its source file by file; weights-2 also stages from its mounted
+mirror (path).
 """
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -25,16 +28,20 @@ SHARDS = sorted(p.name for p in MODEL.glob("*.safetensors"))
 HOSTS = ("weights-1", "weights-2", "weights-3", "weights-4")
 
 
-def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedProcess:
+def stage_argv(*extra_vars: str, limit: str | None = None) -> list[str]:
     # Converge and idempotence ran the install steps; each case here is about staging.
     argv = ["ansible-playbook", "-i", INVENTORY, str(PROJECT / "playbooks/stage_weights.yml"),
             "--skip-tags", "model_weights_install"]
     argv += ["--limit", limit] if limit else []
     for item in extra_vars:
         argv += ["-e", item]
+    return argv
+
+
+def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedProcess:
     # ansible-core 2.19 writes task failures to stderr: keep both in one stream.
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=900)
+    return subprocess.run(stage_argv(*extra_vars, limit=limit), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=900)
 
 
 def sh(host: str, command: str) -> str:
@@ -78,7 +85,8 @@ def test_every_copy_is_the_source_byte_for_byte():
         assert copy_digests(host, COPY) == source_digests(), host
 
 
-# The copy tree with fan-out 1: each verified copy serves one more host per wave.
+# The copy tree with fan-out 1: weights-1 -> weights-2 (depth 1); weights-1 -> weights-3
+# and weights-2 -> weights-4 (depth 2). The marker's "wave" is the depth.
 @pytest.mark.parametrize("host,source,origin,wave", [
     ("weights-1", "hub", "http://weights-hub:8080", 0), ("weights-2", "peer", "weights-1", 1),
     ("weights-3", "peer", "weights-1", 2), ("weights-4", "peer", "weights-2", 2)])
@@ -87,6 +95,17 @@ def test_the_marker_records_the_verified_revision_and_where_it_came_from(host, s
     assert (found["repo_id"], found["revision"]) == (REPO, REVISION)
     assert (found["source"], found["origin"], found["wave"]) == (source, origin, wave)
     assert {f["path"] for f in found["files"]} == set(source_digests())
+
+
+# The pipeline: each peer had a whole file of its copy before its source was verified (the
+# source's verification comes only after every transfer of the tree ended).
+@pytest.mark.parametrize("host,source", [("weights-2", "weights-1"), ("weights-3", "weights-1"),
+                                         ("weights-4", "weights-2")])
+def test_each_peer_copied_files_before_its_source_was_verified(host, source):
+    follow = json.loads(sh(host, "cat /var/tmp/model-weights/follow/progress.json"))
+    assert (follow["state"], follow["upstream"]) == ("finished", source)
+    verified = calendar.timegm(time.strptime(marker(source)["verified_at"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert follow["first_file_at"] < verified, (follow, marker(source)["verified_at"])
 
 
 # The daemons' own logs, not the markers: who really read from whom.
@@ -133,8 +152,8 @@ def test_truncated_and_missing_shards_are_detected_and_repaired():
     run = stage()
     ok(run)
     assert "is missing or has the wrong size" in run.stdout
-    # weights-4's copy is still verified: it serves in the first wave, beside the root.
-    assert "wave 1: weights-1 -> weights-2, weights-4 -> weights-3" in run.stdout
+    # weights-4's copy is still verified: it serves one hop below the root, beside it.
+    assert "depth 1: weights-1 -> weights-2, weights-4 -> weights-3" in run.stdout
     for host in HOSTS:
         assert copy_digests(host, COPY) == source_digests(), host
     assert (marker("weights-3")["origin"], marker("weights-3")["wave"]) == ("weights-4", 1)
@@ -143,62 +162,117 @@ def test_truncated_and_missing_shards_are_detected_and_repaired():
     assert [r["path"].rsplit("/", 1)[1] for r in again] == [SHARDS[0]]
 
 
-def test_an_interrupted_download_resumes_instead_of_restarting():
-    # The stand-in on 8081 sends 4 MiB/s, one file at a time; killed at the 6 s timeout,
-    # part way through the 32 MiB. The hf client keeps finished files, not partial ones.
+def shard_sizes(host: str, directory: str) -> dict[str, int]:
+    out = sh(host, f"cd {directory} 2>/dev/null && stat -c '%n %s' *.safetensors 2>/dev/null || true")
+    return {name: int(size) for name, size in (line.split() for line in out.splitlines())}
+
+
+def test_a_failed_download_fails_its_followers_by_name_and_a_rerun_resumes():
+    # The stand-in on 8081 sends 4 MiB/s, one file at a time: ~8 s for the 32 MiB. The
+    # peers follow weights-1 file by file; once weights-2 holds a whole shard, weights-1's
+    # download is killed. The hf client keeps finished files, not partial ones. The
+    # follow timeout leaves room for the hf client's start on a loaded machine.
     target = "/srv/models-resume"
+    copy = f"{target}/{REPO}/{REVISION}"
     common = [f"model_weights_models_dir={target}", "model_weights_hf_endpoint=http://weights-hub:8081",
               "model_weights_hub_max_workers=1"]
-    first = stage(*common, "model_weights_timeout=6", limit="weights-1")
+    whole = {name: (MODEL / name).stat().st_size for name in SHARDS}
+    with subprocess.Popen(stage_argv(*common, "model_weights_follow_timeout=20"), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as first:
+        deadline = time.monotonic() + 300
+        while not any(whole[n] == size for n, size in shard_sizes("weights-2", copy).items()):
+            if first.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("weights-2 copied no shard:\n" + first.communicate()[0][-6000:])
+            time.sleep(0.5)
+        # Pipelined: weights-2 has a whole shard while weights-1 is still downloading.
+        hub = json.loads(sh("weights-1", "cat /var/tmp/model-weights/hub/progress.json"))
+        assert hub["state"] == "running"
+        sh("weights-1", "for pid in $(pgrep -f 'model-weights/venv/bin/h[f] download'); do kill $pid; done")
+        out, _ = first.communicate(timeout=600)
     assert first.returncode != 0
-    assert "hub timed out after 6 s" in first.stdout
+    # The callback prints a failure over several lines: "fatal: [host]: FAILED! =>", then
+    # its fields, up to the next blank line; the message may be folded across lines.
+    failed: dict[str, str] = {}
+    for chunk in out.split("\n\n"):
+        for host in HOSTS:
+            if f"fatal: [{host}]" in chunk:
+                failed[host] = failed.get(host, "") + " ".join(chunk.split())
+    assert "hub failed" in " ".join(out.split()), out[-6000:]
+    # weights-2 and weights-3 follow weights-1; weights-4 follows weights-2.
+    for host, upstream in (("weights-2", "weights-1"), ("weights-3", "weights-1"), ("weights-4", "weights-2")):
+        assert f"following {upstream}: {upstream} completed no further file in 20 s" in failed.get(host, ""), out[-6000:]
     done_first = body_bytes(hub_requests(8081))
-    # The resumed copy is also checked against the Hub's LFS sha256 this time.
-    second = stage(*common, "model_weights_verify_sha256=true", limit="weights-1")
+    # The re-run resumes; every copy is also checked against the Hub's LFS sha256.
+    second = stage(*common, "model_weights_verify_sha256=true")
     ok(second)
     total = sum((MODEL / name).stat().st_size for name in source_digests())
     resumed = body_bytes(hub_requests(8081)) - done_first
     assert 0 < resumed < total, (resumed, total)
-    copy = f"{target}/{REPO}/{REVISION}"
-    assert copy_digests("weights-1", copy) == source_digests()
-    found = marker("weights-1", copy)
-    assert found["sha256_checked"] is True
-    assert {f["path"]: f["sha256"] for f in found["files"] if f["sha256"]} == {
-        name: digest for name, digest in source_digests().items() if name.endswith(".safetensors")}
+    for host in HOSTS:
+        assert copy_digests(host, copy) == source_digests(), host
+        found = marker(host, copy)
+        assert found["sha256_checked"] is True
+        assert {f["path"]: f["sha256"] for f in found["files"] if f["sha256"]} == {
+            name: digest for name, digest in source_digests().items() if name.endswith(".safetensors")}
 
 
-def test_too_little_disk_fails_before_downloading_anything():
+# Four independent one-run cases, run side by side (each stages into its own directory,
+# none of them asks the Hub on 8080 for a file): the scenario's time is mostly Ansible's
+# round trips, which overlap.
+SIDE_BY_SIDE = {
+    "no space": (["model_weights_models_dir=/srv/models-nospace",
+                  "model_weights_free_space_margin_gib=100000000"], "weights-1"),
+    "mirror": (["model_weights_source=path", "model_weights_path=/mnt/mirror",
+                "model_weights_models_dir=/srv/models-from-mirror"], "weights-2"),
+    "broken mirror": (["model_weights_source=path", "model_weights_path=/tmp/mirror-broken",
+                       "model_weights_models_dir=/srv/models-broken"], "weights-3"),
+    "moving revision": (["model_weights_revision=main", "model_weights_models_dir=/srv/models-main"], None),
+}
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> dict[str, tuple[int, str]]:
+    sh("weights-3", "rm -rf /tmp/mirror-broken && mkdir /tmp/mirror-broken")
+    run_(["podman", "cp", f"{MODEL}/.", "weights-3:/tmp/mirror-broken/"])
+    sh("weights-3", f"truncate -s 4096 /tmp/mirror-broken/{SHARDS[3]}")
     before = len(hub_requests())
-    run = stage("model_weights_models_dir=/srv/models-nospace",
-                "model_weights_free_space_margin_gib=100000000", limit="weights-1")
-    assert run.returncode != 0
-    assert "Not enough free space" in run.stdout
-    assert "model_weights_free_space_margin_gib" in run.stdout
-    assert [r for r in hub_requests()[before:] if r["method"] == "GET"] == []
+    procs = {name: subprocess.Popen(stage_argv(*extra, limit=limit), text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for name, (extra, limit) in SIDE_BY_SIDE.items()}
+    found = {name: (proc.communicate(timeout=900)[0], proc.returncode) for name, proc in procs.items()}
+    found["hub requests before"] = before
+    return found
+
+
+def run_(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def test_too_little_disk_fails_before_downloading_anything(side_by_side):
+    out, code = side_by_side["no space"]
+    assert code != 0
+    assert "Not enough free space" in out
+    assert "model_weights_free_space_margin_gib" in out
+    assert [r for r in hub_requests()[side_by_side["hub requests before"]:] if r["method"] == "GET"] == []
     assert sh("weights-1", "find /srv/models-nospace -type f | grep -v '/.cache/' || true").strip() == ""
 
 
-def test_a_mounted_mirror_is_copied_and_verified():
-    target = "/srv/models-from-mirror"
-    run = stage("model_weights_source=path", "model_weights_path=/mnt/mirror",
-                f"model_weights_models_dir={target}", limit="weights-2")
-    ok(run)
-    copy = f"{target}/{REPO}/{REVISION}"
+def test_a_mounted_mirror_is_copied_and_verified(side_by_side):
+    out, code = side_by_side["mirror"]
+    assert code == 0, out[-6000:]
+    copy = f"/srv/models-from-mirror/{REPO}/{REVISION}"
     assert copy_digests("weights-2", copy) == source_digests()
     assert (marker("weights-2", copy)["source"], marker("weights-2", copy)["origin"]) == ("path", "/mnt/mirror")
 
 
-def test_an_incomplete_mirror_is_refused():
-    sh("weights-2", f"rm -rf /tmp/mirror-broken && cp -r /mnt/mirror /tmp/mirror-broken "
-                    f"&& truncate -s 4096 /tmp/mirror-broken/{SHARDS[3]}")
-    run = stage("model_weights_source=path", "model_weights_path=/tmp/mirror-broken",
-                "model_weights_models_dir=/srv/models-broken", limit="weights-2")
-    assert run.returncode != 0
-    assert f"is incomplete: {SHARDS[3]} is 4096 bytes, its header says" in run.stdout
+def test_an_incomplete_mirror_is_refused(side_by_side):
+    out, code = side_by_side["broken mirror"]
+    assert code != 0
+    assert f"is incomplete: {SHARDS[3]} is 4096 bytes, its header says" in out
 
 
-def test_a_moving_revision_is_refused_before_any_host_is_touched():
-    run = stage("model_weights_revision=main", "model_weights_models_dir=/srv/models-main")
-    assert run.returncode != 0
-    assert "model_weights_revision must be the full 40-character commit sha" in run.stdout
+def test_a_moving_revision_is_refused_before_any_host_is_touched(side_by_side):
+    out, code = side_by_side["moving revision"]
+    assert code != 0
+    assert "model_weights_revision must be the full 40-character commit sha" in out
     assert sh("weights-1", "test -e /srv/models-main && echo yes || echo no").strip() == "no"
