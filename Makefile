@@ -66,8 +66,8 @@ plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
-# Three streams at once, because most of each is waiting (on containers, services, the
-# network, the disk) rather than computing:
+# Three streams at once, so that no stage waits for one it does not need (on 2 cores the
+# run is CPU-bound, so this saved less than a minute: README, "The two commands"):
 #   - real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written, the CPUs mostly
 #     idle), then conformance and integration, which need it (build/sglang-venv.log,
 #     build/late.log);
