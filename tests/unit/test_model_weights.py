@@ -2,7 +2,6 @@
 directory (run through `ansible localhost -m`, as a play would run them)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,16 +11,14 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_file
 
 import model_weights as mw  # module_utils, on sys.path via conftest
 
 sys.path.insert(0, str(ROOT / "tests" / "weights_standins"))
 from make_test_model import write_model  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("mw_filters", ROOT / "filter_plugins" / "model_weights.py")
-filters = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(filters)
+filters = load_file("mw_filters", ROOT / "filter_plugins" / "model_weights.py")
 
 REPO, REV = "kimi-test/Kimi-K2-Tiny", "4b1d2c3e5f60718293a4b5c6d7e8f90112233445"
 SHARD = "model-00001-of-00003.safetensors"
@@ -400,9 +397,7 @@ def test_a_job_past_its_timeout_is_killed_and_fails(tmp_path, model, manifest):
 
 def test_a_copy_never_writes_in_place_and_keeps_partial_files_apart():
     sys.modules.setdefault("ansible.module_utils.model_weights", mw)  # as Ansible ships it
-    spec_run = importlib.util.spec_from_file_location("mw_run", ROOT / "library" / "model_weights_run.py")
-    run = importlib.util.module_from_spec(spec_run)
-    spec_run.loader.exec_module(run)
+    run = load_file("mw_run", ROOT / "library" / "model_weights_run.py")
     argv = run._rsync_argv("rsync://a/models/x/", "/d", "/l")
     assert "--partial-dir=.rsync-partial" in argv
     assert not {"--inplace", "--append", "--append-verify"} & set(argv)
