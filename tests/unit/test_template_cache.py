@@ -53,8 +53,11 @@ def test_compiled_code_is_reused_from_disk_by_a_fresh_process(cache, monkeypatch
     render("{{ 'cached' ~ suffix }}", suffix="!")
     # A forked worker starts with the controller's (empty) memory and the shared folder.
     monkeypatch.setattr(cache, "memory", {})
+    compiled = []  # put() follows every compile: nothing may be compiled again
+    monkeypatch.setattr(cache, "put", lambda key, code: compiled.append(key))
     assert render("{{ 'cached' ~ suffix }}", suffix="?") == "cached?"
     assert any(key[:2] == ("template", "{{ 'cached' ~ suffix }}") for key in cache.memory)
+    assert not [key for key in compiled if key[:2] == ("template", "{{ 'cached' ~ suffix }}")]
 
 
 def test_syntax_overrides_are_part_of_the_key(cache):
