@@ -66,26 +66,17 @@ plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
-# Three streams at once, so that no stage waits for one it does not need (on 2 cores the
-# run is CPU-bound, so this saved less than a minute: README, "The two commands"):
-#   - real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written, the CPUs mostly
-#     idle), then conformance and integration, which need it (build/sglang-venv.log,
-#     build/late.log);
-#   - lint and unit, controller CPU only (build/checks.log);
-#   - Molecule, two scenarios at a time (build/molecule-*.log), in the foreground.
-# A failed stream's log is printed; the run fails once all three ended.
+# Real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written, the CPUs mostly idle)
+# installs in the background while lint, unit and Molecule use the CPUs; conformance and
+# integration need it and run last. Its log: build/sglang-venv.log.
 test: times-reset bootstrap
-	@status=0; \
-	{ tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
-	    > build/sglang-venv.log 2>&1 \
-	  && $(MAKE) --no-print-directory TESTBED_READY=1 conformance integration > build/late.log 2>&1; } \
-	  & late=$$!; \
-	$(MAKE) --no-print-directory TESTBED_READY=1 lint unit > build/checks.log 2>&1 & checks=$$!; \
-	$(MAKE) --no-print-directory TESTBED_READY=1 molecule || status=1; \
-	wait $$checks || { cat build/checks.log; status=1; }; \
-	wait $$late || { tail -n 40 build/sglang-venv.log; tail -n 300 build/late.log; status=1; }; \
-	cat build/times.txt; \
-	exit $$status
+	@tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
+	  > build/sglang-venv.log 2>&1 & venv=$$!; \
+	checks=0; $(MAKE) --no-print-directory TESTBED_READY=1 lint unit molecule || checks=$$?; \
+	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
+	[ $$checks -eq 0 ]; \
+	$(MAKE) --no-print-directory TESTBED_READY=1 conformance integration
+	@cat build/times.txt
 
 times-reset:
 	@mkdir -p build && rm -f build/times.txt
