@@ -1,5 +1,5 @@
-"""Benchmark planning, outcome and report logic (filter_plugins/sglang_benchmark.py) and
-the bench_serving helpers that run on the host (module_utils/sglang_bench.py)."""
+"""Benchmark planning, outcome and report logic (plugins/filter/sglang_benchmark.py) and
+the bench_serving helpers that run on the host (plugins/module_utils/sglang_bench.py)."""
 import importlib.util
 import json
 import sys

@@ -1,5 +1,5 @@
 """Batches on big fleets: which plays run a batch of hosts at a time, and the checks on a
-batch size (filter_plugins/fleet_serial.py). tests/integration/test_fleet_serial_plays.py
+batch size (plugins/filter/fleet_serial.py). tests/integration/test_fleet_serial_plays.py
 runs the same plays through ansible-playbook."""
 from __future__ import annotations
 

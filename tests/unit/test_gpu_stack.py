@@ -1,5 +1,5 @@
-"""The driver stack's package naming and hold logic (filter_plugins/nvidia_stack.py), the
-nvidia-smi parsers and the GPU preflight's judgement (module_utils/nvidia_smi.py) against
+"""The driver stack's package naming and hold logic (plugins/filter/nvidia_stack.py), the
+nvidia-smi parsers and the GPU preflight's judgement (plugins/module_utils/nvidia_smi.py) against
 recorded H200 output, and the nvidia-smi stand-in the Molecule hosts use."""
 import importlib.util
 import os

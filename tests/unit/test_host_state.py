@@ -1,4 +1,4 @@
-"""library/host_state.py reads a host in one call; filter_plugins/host_state.py decides
+"""plugins/modules/host_state.py reads a host in one call; plugins/filter/host_state.py decides
 from that reading which tasks can be skipped. A wrong "already so" would leave a host
 unconverged, so each comparison is checked to say no on every kind of difference."""
 from __future__ import annotations

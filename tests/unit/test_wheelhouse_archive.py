@@ -1,4 +1,4 @@
-"""roles/pinned_venv/library/wheelhouse_archive.py: a wheelhouse becomes one tar named by
+"""plugins/modules/wheelhouse_archive.py: a wheelhouse becomes one tar named by
 its content, the same bytes wherever and whenever it is built."""
 from __future__ import annotations
 

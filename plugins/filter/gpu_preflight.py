@@ -1,13 +1,10 @@
-"""A GPU host's preflight verdict from gpu_facts. The checks live in module_utils/nvidia_smi.py
+"""A GPU host's preflight verdict from gpu_facts. The checks live in plugins/module_utils/nvidia_smi.py
 (one definition, unit-tested against recorded nvidia-smi output)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from nvidia_smi import gpu_problems  # noqa: E402
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.nvidia_smi import gpu_problems
 
 
 def gpu_preflight_verdict(facts: dict[str, Any], expect: dict[str, Any], host: str

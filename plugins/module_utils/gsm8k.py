@@ -17,10 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-try:
-    from ansible.module_utils.sglang_client import Endpoint, TransportError
-except ImportError:  # unit tests import module_utils directly
-    from sglang_client import Endpoint, TransportError
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_client import Endpoint, TransportError
 
 INVALID = -9999999
 STOP = ["Question", "Assistant:", "<|separator|>"]

@@ -26,9 +26,7 @@ writes nothing and reports what would change.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,21 +36,8 @@ from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
-
-
-def _sibling(name: str) -> Any:
-    """Another action plugin of this role, by path: the plugin loader gives a role's
-    action plugins no package to import one another from."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
 # One implementation of resolve and evaluate for both actions.
-_launch = _sibling("sglang_service_launch")
+from ansible_collections.kimi_k2.sglang.plugins.action import sglang_service_launch as _launch
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644

@@ -30,7 +30,7 @@ options:
 
 EXAMPLES = r"""
 - name: Run the published latency profile
-  sglang_bench_serving:
+  kimi_k2.sglang.sglang_bench_serving:
     python: /opt/sglang/venvs/sglang-0.5.6.post1/bin/python
     base_url: http://127.0.0.1:30000
     api_key: "{{ sglang_service_api_key }}"
@@ -66,7 +66,7 @@ import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sglang_bench import Progress, bench_argv, read_result, run_bench
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import Progress, bench_argv, read_result, run_bench
 
 
 def _sha256(path):

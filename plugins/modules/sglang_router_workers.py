@@ -56,7 +56,7 @@ options:
 
 EXAMPLES = r"""
 - name: Drain a server from the router before restarting it
-  sglang_router_workers:
+  kimi_k2.sglang.sglang_router_workers:
     router_url: http://127.0.0.1:30080
     api_key: "{{ sglang_router_api_key }}"
     urls:
@@ -65,7 +65,7 @@ EXAMPLES = r"""
   delegate_to: router-1
 
 - name: Serve it again once it is healthy
-  sglang_router_workers:
+  kimi_k2.sglang.sglang_router_workers:
     router_url: http://127.0.0.1:30080
     api_key: "{{ sglang_router_api_key }}"
     urls:
@@ -89,7 +89,7 @@ after:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sglang_router import Router, RouterError, converge
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_router import Router, RouterError, converge
 
 
 def main():

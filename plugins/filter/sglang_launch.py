@@ -26,7 +26,7 @@ except ImportError:  # the simulator's tests import this file without Ansible
     class AnsibleFilterError(Exception):  # type: ignore[no-redef]
         pass
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "manifests" / "sglang"
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "sglang"
 
 GIB = 1024 ** 3
 

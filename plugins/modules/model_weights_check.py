@@ -34,7 +34,7 @@ options:
 
 EXAMPLES = r"""
 - name: Check a copy against the Hub's file list and remove what is wrong
-  model_weights_check:
+  kimi_k2.sglang.model_weights_check:
     dest: /srv/models/moonshotai/Kimi-K2-Instruct/0123456789abcdef0123456789abcdef01234567
     repo_id: moonshotai/Kimi-K2-Instruct
     revision: 0123456789abcdef0123456789abcdef01234567
@@ -82,7 +82,7 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_weights import (MARKER, check, free_bytes, marker_is_valid,
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.model_weights import (MARKER, check, free_bytes, marker_is_valid,
                                                 write_marker)
 
 

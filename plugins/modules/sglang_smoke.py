@@ -25,7 +25,7 @@ options:
 
 EXAMPLES = r"""
 - name: Smoke-check the endpoint
-  sglang_smoke:
+  kimi_k2.sglang.sglang_smoke:
     base_url: http://127.0.0.1:30000
     api_key: "{{ sglang_service_api_key }}"
     served_model_name: moonshotai/Kimi-K2-Thinking
@@ -48,7 +48,7 @@ passed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sglang_smoke import run_smoke
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_smoke import run_smoke
 
 
 def main():

@@ -21,7 +21,7 @@ options:
 
 EXAMPLES = r"""
 - name: Pack the wheelhouse
-  wheelhouse_archive:
+  kimi_k2.sglang.wheelhouse_archive:
     src: build/wheelhouse
     dest: ~/.cache/kimi-k2/wheelhouses
   delegate_to: localhost

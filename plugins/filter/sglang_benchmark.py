@@ -6,12 +6,9 @@ profile repeated over a list of concurrencies, `prompts_per_concurrency` prompts
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from sglang_bench import PROFILE_FLAGS  # noqa: E402
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import PROFILE_FLAGS
 
 BACKENDS = ("sglang", "sglang-oai", "sglang-oai-chat")
 DATASETS = ("sharegpt", "random", "random-ids")

@@ -46,7 +46,7 @@ options:
 
 EXAMPLES = r"""
 - name: Download from the Hub in the background
-  model_weights_run:
+  kimi_k2.sglang.model_weights_run:
     method: hub
     dest: "{{ __model_weights_dir }}"
     files: "{{ __model_weights_manifest.files }}"
@@ -58,7 +58,7 @@ EXAMPLES = r"""
   poll: 0
 
 - name: Follow a peer that is still staging, file by file
-  model_weights_run:
+  kimi_k2.sglang.model_weights_run:
     method: follow
     dest: "{{ __model_weights_dir }}"
     files: "{{ __model_weights_manifest.files }}"
@@ -87,7 +87,7 @@ import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_weights import bytes_on_disk, progress, split_streams
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.model_weights import bytes_on_disk, progress, split_streams
 
 TICK = 2.0
 

@@ -1,16 +1,13 @@
 """Shape verify results: a host's verdict and the fleet report. Pure functions.
 
-The GSM8K figures use module_utils/gsm8k.py's definitions (SGLang's), imported from the
+The GSM8K figures use plugins/module_utils/gsm8k.py's definitions (SGLang's), imported from the
 repository so there is one definition of accuracy, invalid rate and throughput.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from gsm8k import summarize  # noqa: E402
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.gsm8k import summarize
 
 try:
     from ansible.errors import AnsibleFilterError

@@ -33,7 +33,7 @@ options:
 
 EXAMPLES = r"""
 - name: Score the first 200 questions
-  sglang_gsm8k:
+  kimi_k2.sglang.sglang_gsm8k:
     base_url: http://127.0.0.1:30000
     api_key: "{{ sglang_service_api_key }}"
     dataset_path: /var/cache/sglang-verify/gsm8k-test.jsonl
@@ -52,7 +52,7 @@ seconds:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gsm8k import OFFICIAL_SHA256, DatasetError, evaluate, load_dataset
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.gsm8k import OFFICIAL_SHA256, DatasetError, evaluate, load_dataset
 
 
 def main():

@@ -10,10 +10,7 @@ import json
 import re
 import time
 
-try:
-    from ansible.module_utils.sglang_client import Endpoint, TransportError, parse_sse
-except ImportError:  # unit tests import module_utils directly
-    from sglang_client import Endpoint, TransportError, parse_sse
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_client import Endpoint, TransportError, parse_sse
 
 PERCENT_PROMPT = "Solve this problem step by step: What is 15% of 240?"
 PERCENT_ANSWER = re.compile(r"(?<![\d.])36(?![\d])")

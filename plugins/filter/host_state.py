@@ -1,4 +1,4 @@
-"""Compare what library/host_state.py read on a host with what a role would write, so the
+"""Compare what plugins/modules/host_state.py read on a host with what a role would write, so the
 role skips a task whose result is already in place (no round trip for it).
 
 Every function answers "is it already so?": False whenever the state says too little to

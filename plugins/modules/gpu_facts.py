@@ -35,7 +35,7 @@ free_bytes: {description: Free bytes at free_path., type: int, returned: always}
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.nvidia_smi import QUERY_FIELDS, parse_q, parse_query_csv
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.nvidia_smi import QUERY_FIELDS, parse_q, parse_query_csv
 
 
 def _read(path):

@@ -24,7 +24,7 @@ options:
 
 EXAMPLES = r"""
 - name: List the files of Kimi-K2-Instruct at a pinned commit
-  model_weights_manifest:
+  kimi_k2.sglang.model_weights_manifest:
     source: hub
     repo_id: moonshotai/Kimi-K2-Instruct
     revision: "{{ model_weights_revision }}"
@@ -47,7 +47,7 @@ import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_weights import manifest_from_directory, marker_is_valid, read_marker
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.model_weights import manifest_from_directory, marker_is_valid, read_marker
 
 
 def from_hub(module, p):

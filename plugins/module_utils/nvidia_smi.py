@@ -1,7 +1,7 @@
 """Read nvidia-smi's two output formats, and judge a GPU host from them.
 
-Stdlib only: the parsers run on the host (library/gpu_facts.py); the judgement runs on
-the controller (filter_plugins/gpu_preflight.py). The query CSV gives the per-GPU basics;
+Stdlib only: the parsers run on the host (plugins/modules/gpu_facts.py); the judgement runs on
+the controller (plugins/filter/gpu_preflight.py). The query CSV gives the per-GPU basics;
 `nvidia-smi -q` adds what no query field has: the fabric state and the remapped rows.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _mib(value: str) -> int:
 def gpu_problems(facts: dict[str, Any], expect: dict[str, Any]) -> list[str]:
     """Everything that makes this host unfit to serve, each naming the fix.
 
-    facts: what library/gpu_facts.py returns. expect: gpu_count, gpu_model,
+    facts: what plugins/modules/gpu_facts.py returns. expect: gpu_count, gpu_model,
     memory_mib, driver_version, nvswitch (bool), free_bytes_required."""
     if facts.get("smi_error"):
         error = facts["smi_error"]

@@ -15,7 +15,7 @@ options:
 
 EXAMPLES = r"""
 - name: Wait for the download, one interval at most
-  model_weights_progress:
+  kimi_k2.sglang.model_weights_progress:
     work_dir: /var/tmp/model-weights
     wait: 30
 """

@@ -9,7 +9,7 @@ description:
   - A no-op converge spends most of its time on round trips: a template task alone stats
     its destination and then sets its attributes. This module answers everything a role
     asks before deciding what to change, in one call; the role then skips the tasks whose
-    result is already in place (filter_plugins/host_state.py compares).
+    result is already in place (plugins/filter/host_state.py compares).
   - Read-only; a missing file, package, account or unit is reported, never an error.
 options:
   files: {description: Paths to stat (sha1 of regular files, as the copy module computes)., type: list, elements: path, default: []}
@@ -22,7 +22,7 @@ options:
 
 EXAMPLES = r"""
 - name: Read the unit, its environment file and the service's state
-  host_state:
+  kimi_k2.sglang.host_state:
     files: [/etc/systemd/system/sglang.service, /etc/sglang/sglang.env]
     units: [sglang.service]
   register: __sglang_service_host
