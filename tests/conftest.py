@@ -1,9 +1,14 @@
-"""Shared helpers: the repository root and the launch builder loaded as a module."""
+"""Shared helpers: the repository root, the launch builder, and loading a role's script.
+
+Plugins are imported as the collection's: `ansible_collections.kimi_k2.sglang.plugins...`
+(pytest.ini puts collections/, the checkout's link to itself, on the path).
+"""
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_launch as builder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -11,23 +16,13 @@ GSM8K_TEST = SHARED / "data" / "gsm8k" / "test.jsonl"
 
 
 def load_file(name, path):
-    """A plugin or script of the repository, loaded from its file as module `name`."""
+    """A script a role copies to its hosts (roles/*/files/: no package, perhaps no
+    importable name), loaded from its file as module `name`. Plugins are imported."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location(
-        "sglang_launch", ROOT / "filter_plugins" / "sglang_launch.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sglang_launch"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-builder = _load_builder()
 
 
 @pytest.fixture
@@ -43,5 +38,3 @@ def deployment():
         "max_running_requests": None, "host": "0.0.0.0", "port": 30000,
         "metrics_enabled": False, "secrets_file": "", "extra_args": [],
     }
-
-sys.path.insert(0, str(ROOT / "module_utils"))

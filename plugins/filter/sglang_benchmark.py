@@ -1,6 +1,6 @@
 """Plan benchmark runs and shape their report. Pure functions, used on the controller.
 
-A profile is a dict of bench_serving settings (module_utils/sglang_bench.PROFILE_FLAGS)
+A profile is a dict of bench_serving settings (plugins/module_utils/sglang_bench.PROFILE_FLAGS)
 plus an optional `timeout`. Runs are the selected profiles in order, then the sweep: one
 profile repeated over a list of concurrencies, `prompts_per_concurrency` prompts each.
 """

@@ -6,18 +6,42 @@ DOCUMENTATION = r"""
 module: host_state
 short_description: Read files, small markers, packages, accounts and systemd units at once
 description:
-  - A no-op converge spends most of its time on round trips: a template task alone stats
-    its destination and then sets its attributes. This module answers everything a role
+  - A no-op converge spends most of its time on round trips (a template task alone stats
+    its destination and then sets its attributes). This module answers everything a role
     asks before deciding what to change, in one call; the role then skips the tasks whose
     result is already in place (plugins/filter/host_state.py compares).
   - Read-only; a missing file, package, account or unit is reported, never an error.
 options:
-  files: {description: Paths to stat (sha1 of regular files, as the copy module computes)., type: list, elements: path, default: []}
-  read: {description: Small text files (markers) whose content to return; at most 64 KiB each., type: list, elements: path, default: []}
-  packages: {description: dpkg packages whose install state to return., type: list, elements: str, default: []}
-  users: {description: Accounts whose passwd entry to return., type: list, elements: str, default: []}
-  groups: {description: Groups whose gid to return., type: list, elements: str, default: []}
-  units: {description: systemd units whose state to return., type: list, elements: str, default: []}
+  files:
+    description: Paths to stat (sha1 of regular files, as the copy module computes).
+    type: list
+    elements: path
+    default: []
+  read:
+    description: Small text files (markers) whose content to return; at most 64 KiB each.
+    type: list
+    elements: path
+    default: []
+  packages:
+    description: dpkg packages whose install state to return.
+    type: list
+    elements: str
+    default: []
+  users:
+    description: Accounts whose passwd entry to return.
+    type: list
+    elements: str
+    default: []
+  groups:
+    description: Groups whose gid to return.
+    type: list
+    elements: str
+    default: []
+  units:
+    description: systemd units whose state to return.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""

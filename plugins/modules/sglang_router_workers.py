@@ -22,7 +22,7 @@ options:
   api_key:
     description:
       - The router's API key (sglang-router --api-key). Also sent as each added worker's
-        key: router and workers share one key.
+        key; router and workers share one key.
     type: str
     required: true
     no_log: true

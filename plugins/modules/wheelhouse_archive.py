@@ -11,7 +11,7 @@ description:
     minutes); one archive travels in one transfer.
   - The archive holds the top-level regular files of C(src) (dotfiles left out), sorted,
     with fixed owner, mode and time, and last a C(SHA256SUMS) member listing each file's
-    sha256. The digest is the sha256 of that list: the same wheels give the same digest
+    sha256. The digest is the sha256 of that list, so the same wheels give the same digest
     and the same bytes on every controller.
   - Writes C(dest)/wheelhouse-<digest>.tar unless it exists already.
 options:

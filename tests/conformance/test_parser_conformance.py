@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, builder
 
-sys.path.insert(0, str(ROOT / "tools" / "sglang_sim" / "src"))
-from sglang_sim import cli as sim_cli  # noqa: E402
+from sglang_sim import cli as sim_cli  # tools/sglang_sim/src, on the path (pytest.ini)
 
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))
 VERSION = "0.5.6.post1"

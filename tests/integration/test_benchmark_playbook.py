@@ -16,8 +16,7 @@ import yaml
 
 from runner import ROOT, play, task_results
 
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from sim_process import Sim  # noqa: E402
+from sim_process import Sim  # noqa: E402  (tests/unit, on the path: pytest.ini)
 
 SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))

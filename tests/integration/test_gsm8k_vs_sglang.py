@@ -2,17 +2,14 @@
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from runner import ROOT
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import gsm8k
 
-sys.path.insert(0, str(ROOT / "module_utils"))
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-import gsm8k  # noqa: E402
-from sim_process import Sim  # noqa: E402
+from runner import ROOT
+from sim_process import Sim  # tests/unit, on the path (pytest.ini)
 
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))

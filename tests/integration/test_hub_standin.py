@@ -18,8 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDINS = ROOT / "tests" / "weights_standins"
-sys.path.insert(0, str(STANDINS))
-from make_test_model import write_model  # noqa: E402
+from make_test_model import write_model  # noqa: E402  (STANDINS, on the path: pytest.ini)
 
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON")
 pytestmark = pytest.mark.skipif(

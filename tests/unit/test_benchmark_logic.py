@@ -1,6 +1,5 @@
 """Benchmark planning, outcome and report logic (plugins/filter/sglang_benchmark.py) and
 the bench_serving helpers that run on the host (plugins/module_utils/sglang_bench.py)."""
-import importlib.util
 import json
 import sys
 
@@ -9,12 +8,8 @@ import yaml
 
 from conftest import ROOT
 
-import sglang_bench  # module_utils, on sys.path via conftest
-
-spec = importlib.util.spec_from_file_location(
-    "sglang_benchmark", ROOT / "filter_plugins" / "sglang_benchmark.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_benchmark as bench
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_bench
 
 PUBLISHED = yaml.safe_load((ROOT / "roles" / "sglang_benchmark" / "vars" / "main.yml")
                            .read_text())["__sglang_benchmark_published_profiles"]

@@ -94,9 +94,8 @@ def test_the_ssh_client_is_installed(context):
 def controller_imports() -> dict[str, str]:
     """Top-level third-party modules that code running on the controller imports: filter
     and action plugins, and the one module that runs there (the benchmark plots)."""
-    files = [*ROOT.glob("filter_plugins/*.py"), *ROOT.glob("roles/*/action_plugins/*.py"),
-             *ROOT.glob("roles/*/filter_plugins/*.py"), ROOT / "library" / "sglang_bench_plot.py"]
-    ours = {p.stem for p in [*ROOT.glob("module_utils/*.py"), *ROOT.glob("filter_plugins/*.py")]}
+    files = [*ROOT.glob("plugins/filter/*.py"), *ROOT.glob("plugins/action/*.py"),
+             ROOT / "plugins" / "modules" / "sglang_bench_plot.py"]
     found = {}
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -104,8 +103,10 @@ def controller_imports() -> dict[str, str]:
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
                      else [])
             for name in names:
+                if name.startswith("ansible_collections.kimi_k2.sglang."):
+                    continue  # this collection's own plugins and module_utils
                 top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in ours | CORE:
+                if top not in sys.stdlib_module_names and top not in CORE:
                     found[top.lower().replace("_", "-")] = path.name
     return found
 

@@ -3,7 +3,6 @@ batch size (plugins/filter/fleet_serial.py). tests/integration/test_fleet_serial
 runs the same plays through ansible-playbook."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,10 +13,7 @@ from ansible.executor.playbook_executor import PlaybookExecutor
 
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("fleet_serial",
-                                              ROOT / "filter_plugins" / "fleet_serial.py")
-fleet = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fleet)
+from ansible_collections.kimi_k2.sglang.plugins.filter import fleet_serial as fleet
 
 PLAYBOOKS = ROOT / "playbooks"
 # playbook -> (play, batch size variable, its default). Every other play runs all its
@@ -66,13 +62,13 @@ def test_a_batched_play_reads_its_size_through_the_checks(playbook):
     # The default is a play var, so tasks see the value `serial` saw, and hostvars (which
     # holds no play vars) shows what the inventory says.
     assert play["vars"][variable] == default
-    assert play["serial"] == f"{{{{ {variable} | fleet_serial('{variable}') }}}}"
+    assert play["serial"] == f"{{{{ {variable} | kimi_k2.sglang.fleet_serial('{variable}') }}}}"
     assert play["max_fail_percentage"] == 0
     check = play["pre_tasks"][0]
     assert "ansible.builtin.assert" in check
     assert check["run_once"] is True and check["tags"] == ["always"]
     unread = " ".join(check["vars"].values())
-    assert f"fleet_serial_unread(hostvars, '{variable}', {variable})" in unread
+    assert f"kimi_k2.sglang.fleet_serial_unread(hostvars, '{variable}', {variable})" in unread
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -1,7 +1,6 @@
 """The driver stack's package naming and hold logic (plugins/filter/nvidia_stack.py), the
 nvidia-smi parsers and the GPU preflight's judgement (plugins/module_utils/nvidia_smi.py) against
 recorded H200 output, and the nvidia-smi stand-in the Molecule hosts use."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,13 +9,10 @@ import pytest
 
 from conftest import ROOT
 
-import nvidia_smi  # module_utils, on sys.path via conftest
+from ansible_collections.kimi_k2.sglang.plugins.filter import nvidia_stack as stack
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import nvidia_smi
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nvidia-smi"
-spec = importlib.util.spec_from_file_location("nvidia_stack",
-                                              ROOT / "filter_plugins" / "nvidia_stack.py")
-stack = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(stack)
 
 
 @pytest.mark.parametrize("version, modules, nvswitch, expected", [

@@ -1,6 +1,5 @@
 """The multi-node group watchdog: its decision function, then the real program against
 two loopback /health servers and a fake systemctl that records its calls."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,13 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_file
 
 SCRIPT = ROOT / "roles" / "sglang_service" / "files" / "sglang_group_watchdog.py"
-_spec = importlib.util.spec_from_file_location("sglang_group_watchdog", SCRIPT)
-watchdog = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = watchdog  # dataclasses look their module up there
-_spec.loader.exec_module(watchdog)
+watchdog = load_file("sglang_group_watchdog", SCRIPT)
 
 
 def run_probes(rounds, failures=3):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-import gsm8k
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import gsm8k
 from conftest import GSM8K_TEST
 from sim_process import Sim
 

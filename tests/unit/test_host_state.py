@@ -11,11 +11,10 @@ import pwd
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from conftest import ROOT, load_file
+from ansible_collections.kimi_k2.sglang.plugins.filter import host_state as flt
+from ansible_collections.kimi_k2.sglang.plugins.modules import host_state as mod
 
 
-mod = load_file("host_state_module", ROOT / "library" / "host_state.py")
-flt = load_file("host_state_filter", ROOT / "filter_plugins" / "host_state.py")
 ME = pwd.getpwuid(os.getuid()).pw_name
 
 

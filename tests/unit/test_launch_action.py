@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import sglang_service_launch as launch_action
+from ansible_collections.kimi_k2.sglang.plugins.action import sglang_service_launch as launch_action
 
 GOOD = {"problems": [], "argv": ["--tp-size", "8"], "resolved": {"node_rank": 0, "nnodes": 1}}
 BAD = {"problems": ["tp 32 needs 32 GPUs", "port 0 is not a TCP port"], "argv": [],

@@ -11,14 +11,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT, load_file
+from conftest import ROOT
 
-import model_weights as mw  # module_utils, on sys.path via conftest
-
-sys.path.insert(0, str(ROOT / "tests" / "weights_standins"))
-from make_test_model import write_model  # noqa: E402
-
-filters = load_file("mw_filters", ROOT / "filter_plugins" / "model_weights.py")
+from ansible_collections.kimi_k2.sglang.plugins.filter import model_weights as filters
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import model_weights as mw
+from ansible_collections.kimi_k2.sglang.plugins.modules import model_weights_run
+from make_test_model import write_model  # tests/weights_standins, on the path (pytest.ini)
 
 REPO, REV = "kimi-test/Kimi-K2-Tiny", "4b1d2c3e5f60718293a4b5c6d7e8f90112233445"
 SHARD = "model-00001-of-00003.safetensors"
@@ -40,7 +38,7 @@ def manifest(model):
 
 def module(name: str, **args) -> dict:
     """Run one of our modules on localhost and return its JSON result."""
-    run = subprocess.run(["ansible", "localhost", "-m", name, "-a", json.dumps(args), "-o"],
+    run = subprocess.run(["ansible", "localhost", "-m", f"kimi_k2.sglang.{name}", "-a", json.dumps(args), "-o"],
                          capture_output=True, text=True, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
     head, _, body = run.stdout.partition(" => ")
     result = json.loads(body)
@@ -396,9 +394,7 @@ def test_a_job_past_its_timeout_is_killed_and_fails(tmp_path, model, manifest):
 # ---- Following a copy that is still being staged ------------------------------------------
 
 def test_a_copy_never_writes_in_place_and_keeps_partial_files_apart():
-    sys.modules.setdefault("ansible.module_utils.model_weights", mw)  # as Ansible ships it
-    run = load_file("mw_run", ROOT / "library" / "model_weights_run.py")
-    argv = run._rsync_argv("rsync://a/models/x/", "/d", "/l")
+    argv = model_weights_run._rsync_argv("rsync://a/models/x/", "/d", "/l")
     assert "--partial-dir=.rsync-partial" in argv
     assert not {"--inplace", "--append", "--append-verify"} & set(argv)
 

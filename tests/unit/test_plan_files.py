@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from ansible.errors import AnsibleActionFail
 
-import sglang_service_plan_files as plan_files
+from ansible_collections.kimi_k2.sglang.plugins.action import sglang_service_plan_files as plan_files
 
 FILES = [{"name": "sglang.service", "content": "[Unit]\nDescription=x\n"},
          {"name": "argv.json", "content": '{"argv": []}\n'}]

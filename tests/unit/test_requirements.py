@@ -13,7 +13,7 @@ from conftest import ROOT
 
 # Where a collection can be referenced: everything we ship or run, not what we install.
 SOURCES = ["playbooks", "roles", "tools", "molecule", "bench", "inventories", ".config",
-           "filter_plugins", "library", "module_utils", "ansible.cfg"]
+           "plugins", "meta", "ansible.cfg"]
 FQCN = re.compile(r"\b([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*\b")
 # Molecule's podman driver runs containers.podman modules from its own playbooks.
 IMPLIED = {"containers.podman"}

@@ -1,16 +1,10 @@
 """sglang_rollout's filters: groups from endpoint facts, batches, the serving floor, the report."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("rollout", ROOT / "filter_plugins" / "sglang_rollout.py")
-rollout = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rollout)
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_rollout as rollout
 
 
 def fleet(pending=("pair1", "pair2", "solo"), outcomes=None):

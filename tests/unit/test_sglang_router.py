@@ -21,13 +21,13 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_router as flt
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_router as api
+from ansible_collections.kimi_k2.sglang.plugins.modules import sglang_router_workers as workers_module
 
 from conftest import ROOT, load_file
 from sim_process import SIM_SRC, Sim, free_port
 
-
-flt = load_file("sglang_router_filter", ROOT / "filter_plugins" / "sglang_router.py")
-api = load_file("sglang_router_api", ROOT / "module_utils" / "sglang_router.py")
 LAUNCHER = ROOT / "roles" / "sglang_router" / "files" / "sglang-router-launch.py"
 launcher = load_file("sglang_router_launch", LAUNCHER)
 KEY = "router-test-key-0123456789"
@@ -302,14 +302,11 @@ def test_an_unreachable_router_is_an_error():
 
 def run_module(args, monkeypatch, capsys):
     from ansible.module_utils import basic
-    monkeypatch.setitem(sys.modules, "ansible.module_utils.sglang_router", api)
-    module = load_file("sglang_router_workers_module",
-                   ROOT / "library" / "sglang_router_workers.py")
     monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args})
                         .encode())
     monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
     with pytest.raises(SystemExit):
-        module.main()
+        workers_module.main()
     return json.loads(capsys.readouterr().out)
 
 

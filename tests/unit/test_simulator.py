@@ -59,9 +59,7 @@ def test_unknown_flag_exits_2_like_argparse():
 
 def test_prefix_of_a_declared_flag_is_accepted_like_argparse():
     # --tp is only an argparse prefix of --tp-size in SGLang; it must parse the same here.
-    from importlib import import_module
-    sys.path.insert(0, str(SIM_SRC))
-    cli = import_module("sglang_sim.cli")
+    from sglang_sim import cli  # tools/sglang_sim/src, on the path (pytest.ini)
     assert cli.parse(["--model-path", "m", "--tp", "8"]).tensor_parallel_size == 8
 
 

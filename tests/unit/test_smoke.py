@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-import sglang_smoke
-from sglang_client import parse_sse
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_smoke
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_client import parse_sse
 from sim_process import Sim
 
 THINKING = ["--model-path", "moonshotai/Kimi-K2-Thinking", "--reasoning-parser", "kimi_k2",

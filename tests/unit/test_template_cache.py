@@ -6,7 +6,7 @@ from ansible.errors import AnsibleError
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
-import sglang_service_launch as launch_action
+from ansible_collections.kimi_k2.sglang.plugins.action import sglang_service_launch as launch_action
 
 
 @pytest.fixture(scope="module")

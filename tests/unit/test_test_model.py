@@ -1,12 +1,10 @@
 """The generated test model is real safetensors, indexed like a Hub model, and reproducible."""
 import json
 import struct
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "weights_standins"))
-from make_test_model import write_model  # noqa: E402
+from make_test_model import write_model  # tests/weights_standins, on the path (pytest.ini)
 
 
 def read_header(path: Path) -> tuple[int, dict]:

@@ -1,14 +1,7 @@
 """A host's verdict and the fleet report, from recorded smoke and GSM8K results."""
-import importlib.util
-
 import pytest
 
-from conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("sglang_verify_filters",
-                                              ROOT / "filter_plugins" / "sglang_verify.py")
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_verify as report
 
 ENDPOINT = {"variant": "instruct", "group": "pair1", "rank": "0", "argv": ["--tp-size", "8"],
             "sglang_version": "0.5.6.post1"}

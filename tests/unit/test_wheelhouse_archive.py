@@ -8,10 +8,7 @@ import tarfile
 
 import pytest
 
-from conftest import ROOT, load_file
-
-arc = load_file("wheelhouse_archive",
-                ROOT / "roles" / "pinned_venv" / "library" / "wheelhouse_archive.py")
+from ansible_collections.kimi_k2.sglang.plugins.modules import wheelhouse_archive as arc
 
 
 def build(src, dest):
