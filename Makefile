@@ -13,8 +13,8 @@ ROUTER_WHEELHOUSE := build/wheelhouse-router/.downloaded
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap testbed demo demo-down status plan test times-reset lint unit conformance \
-        integration molecule bench manifest clean
+.PHONY: bootstrap testbed demo demo-down status plan test times-reset lint collection unit \
+        conformance integration molecule bench manifest clean
 
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
@@ -72,7 +72,7 @@ plan: $(VENV)/.installed
 test: times-reset bootstrap
 	@tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
-	checks=0; $(MAKE) --no-print-directory TESTBED_READY=1 lint unit molecule || checks=$$?; \
+	checks=0; $(MAKE) --no-print-directory TESTBED_READY=1 lint collection unit molecule || checks=$$?; \
 	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
 	[ $$checks -eq 0 ]; \
 	$(MAKE) --no-print-directory TESTBED_READY=1 conformance integration
@@ -84,6 +84,11 @@ times-reset:
 lint: $(VENV)/.installed
 	tools/timed yamllint yamllint --strict .
 	tools/timed ansible-lint ansible-lint
+
+# The repository as the collection kimi_k2.sglang: built, installed without Galaxy, its
+# plan playbook run from outside the checkout (same plan files), offline ansible-test sanity.
+collection: $(VENV)/.installed
+	tools/timed collection tools/collection-check
 
 unit: $(VENV)/.installed
 	tools/timed unit pytest -q tests/unit
