@@ -13,7 +13,7 @@ description:
     once complete (rsync's temporary file, then a rename); an interrupted file waits in
     C(.rsync-partial/) and the next copy resumes from it.
   - C(method=follow) copies C(files) from C(upstream), a host of the copy tree that may
-    still be staging its own copy at C(source): every few seconds it lists C(source) and
+    still be staging its own copy at C(source). Every few seconds it lists C(source) and
     copies, C(streams) at a time, the files that are there at their final name with the
     size in C(files), until it has them all. A file at its final name is complete, since
     every writer (the hf client, rsync) renames a file into place only when it is. It fails,
