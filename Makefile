@@ -19,9 +19,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
 
+# --no-compile: pip would byte-compile every module of every package, most never
+# imported (ansible's bundled collections, torch): requirements.txt took 84 s of CPU
+# with it and 32 s without on these machines. Python compiles what it imports, once.
+PIP_INSTALL = pip install --quiet --disable-pip-version-check --no-compile
+
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
 # `make test` sets TESTBED_READY in its sub-makes: the test bed was set up once already.
@@ -34,8 +39,8 @@ endif
 # and bench_serving (integration).
 $(SGLANG_VENV)/.installed: tests/conformance/requirements.txt
 	python3 -m venv $(SGLANG_VENV)
-	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
-	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps sglang==$(SGLANG_VERSION)
+	$(SGLANG_VENV)/bin/$(PIP_INSTALL) -r tests/conformance/requirements.txt
+	$(SGLANG_VENV)/bin/$(PIP_INSTALL) --no-deps sglang==$(SGLANG_VERSION)
 	touch $@
 
 $(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -path '*/__pycache__/*')
@@ -66,16 +71,18 @@ plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
-# Real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written, the CPUs mostly idle)
-# installs in the background while lint, unit and Molecule use the CPUs; conformance and
-# integration need it and run last. Its log: build/sglang-venv.log.
+# Real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written) installs in the
+# background while lint and unit (side by side: each is one Python process) and then
+# Molecule use the CPUs; conformance and integration need it and run last, side by side.
+# Its log: build/sglang-venv.log. -Otarget keeps each stage's output together.
 test: times-reset bootstrap
 	@tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
-	checks=0; $(MAKE) --no-print-directory TESTBED_READY=1 lint collection unit molecule || checks=$$?; \
+	checks=0; { $(MAKE) --no-print-directory TESTBED_READY=1 -j2 -Otarget lint collection unit \
+	  && $(MAKE) --no-print-directory TESTBED_READY=1 molecule; } || checks=$$?; \
 	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
 	[ $$checks -eq 0 ]; \
-	$(MAKE) --no-print-directory TESTBED_READY=1 conformance integration
+	$(MAKE) --no-print-directory TESTBED_READY=1 -j2 -Otarget conformance integration
 	@cat build/times.txt
 
 times-reset:
@@ -97,7 +104,8 @@ conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed conformance pytest -q tests/conformance
 
 integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
-	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed integration pytest -q tests/integration
+	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed integration \
+	  pytest -q -n 2 --dist loadgroup tests/integration
 
 # Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log).
 # tests/unit/test_testbed.py checks that this list names every scenario.

@@ -6,6 +6,7 @@ fleet-3, fleet-4) behind sglang-router on fleet-1 (inventory host fleet-router).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -43,7 +44,10 @@ def sh(host: str, command: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+@functools.cache
 def address(host: str) -> str:
+    """The container's address: fixed for the scenario's life (each request would otherwise
+    spend a `podman inspect`, which under Traffic kept a CPU busy)."""
     out = subprocess.run(["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                           host], check=True, capture_output=True, text=True).stdout
     return out.strip()
@@ -80,7 +84,9 @@ def ok(run: subprocess.CompletedProcess) -> None:
 
 
 class Traffic:
-    """Chat requests through the router from 4 threads until stopped (bounded: 20 min)."""
+    """Chat requests through the router from 4 threads, each ~4 a second, until stopped
+    (bounded: 20 min). A group out of the router or restarting for even half a second
+    would fail some of them; a faster stream only costs the two test cores."""
 
     def __init__(self) -> None:
         self.statuses: list[int | str] = []
@@ -97,7 +103,7 @@ class Traffic:
             except OSError as exc:  # refused or reset: a failed request all the same
                 status = type(exc).__name__
             self.statuses.append(status)
-            time.sleep(0.05)
+            time.sleep(0.25)
 
     def __enter__(self) -> "Traffic":
         for thread in self.threads:
