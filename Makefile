@@ -72,13 +72,16 @@ plan: $(VENV)/.installed
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
 # Real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written) installs in the
-# background while lint and unit (side by side: each is one Python process) and then
-# Molecule use the CPUs; conformance and integration need it and run last, side by side.
-# Its log: build/sglang-venv.log. -Otarget keeps each stage's output together.
-test: times-reset bootstrap
-	@tools/timed sglang-venv $(MAKE) --no-print-directory TESTBED_READY=1 $(SGLANG_VENV)/.installed \
+# background from the start, beside the bootstrap (on a fresh machine: the test image's
+# debootstrap, mostly downloads), lint, the collection check and unit (side by side: each
+# is one Python process) and then Molecule; conformance and integration need it and run
+# last, side by side. Its log: build/sglang-venv.log. -Otarget keeps each stage's output
+# together.
+test: times-reset
+	@tools/timed sglang-venv $(MAKE) --no-print-directory $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
-	checks=0; { $(MAKE) --no-print-directory TESTBED_READY=1 -j2 -Otarget lint collection unit \
+	checks=0; { $(MAKE) --no-print-directory bootstrap \
+	  && $(MAKE) --no-print-directory TESTBED_READY=1 -j2 -Otarget lint collection unit \
 	  && $(MAKE) --no-print-directory TESTBED_READY=1 molecule; } || checks=$$?; \
 	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
 	[ $$checks -eq 0 ]; \
