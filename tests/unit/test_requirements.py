@@ -35,8 +35,10 @@ def referenced() -> set[str]:
     found = set(IMPLIED)
     for source in SOURCES:
         path = ROOT / source
+        # Scripts without a suffix (tools/, bench/) count too: they run playbooks.
         files = [path] if path.is_file() else [
-            f for f in path.rglob("*") if f.suffix in {".yml", ".yaml", ".py", ".j2", ".cfg"}]
+            f for f in path.rglob("*") if f.is_file()
+            and f.suffix in {".yml", ".yaml", ".py", ".j2", ".cfg", ""}]
         for file in files:
             for namespace, collection in FQCN.findall(file.read_text(errors="replace")):
                 if namespace not in {"ansible"} or collection not in {"builtin", "legacy"}:
