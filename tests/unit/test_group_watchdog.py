@@ -130,22 +130,44 @@ def restarts(calls):
     return calls.read_text().splitlines() if calls.exists() else []
 
 
+class Output:
+    """The program's lines as they come (read by a thread), so a test waits for what the
+    program says rather than sleeping a guess: these machines are too busy for guesses."""
+
+    def __init__(self, process):
+        self.lines = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(process.stdout))
+        self.thread.start()
+
+    def wait_for(self, text, count=1, timeout=60):
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in list(self.lines)) < count:
+            assert time.monotonic() < deadline, f"no {text!r} x{count} in {self.lines}"
+            time.sleep(0.05)
+
+    def text(self):
+        self.thread.join(timeout=10)
+        return "".join(self.lines)
+
+
 def test_program_restarts_its_unit_once_when_a_rank_fails(group):
     ranks, calls, start = group
     process = start()
-    time.sleep(0.6)                                       # armed: both ranks healthy
+    out = Output(process)
+    out.wait_for("armed: all 2 ranks healthy")
     ranks[1].healthy = False
-    time.sleep(2.0)                                       # ~10 failed probes, one restart
+    out.wait_for("restarting sglang.service")
+    time.sleep(1.0)                                       # ~5 more failed probes: no restart
     assert restarts(calls) == ["--no-block restart sglang.service"]
     ranks[1].healthy = True
-    time.sleep(0.5)                                       # whole again: armed again
+    out.wait_for("armed: all 2 ranks healthy", count=2)   # whole again: armed again
     process.terminate()                                   # SIGTERM: a clean stop
-    out, _ = process.communicate(timeout=5)
-    assert process.returncode == 0, out
-    assert "armed: all 2 ranks healthy" in out
-    assert out.count("armed: all 2 ranks healthy") == 2, out
-    assert f"restarting sglang.service: rank 1 {ranks[1].url} (HTTP 503) failed 3" in out, out
-    assert out.rstrip().endswith("stopped"), out
+    process.wait(timeout=5)
+    text = out.text()
+    assert process.returncode == 0, text
+    assert text.count("armed: all 2 ranks healthy") == 2, text
+    assert f"restarting sglang.service: rank 1 {ranks[1].url} (HTTP 503) failed 3" in text, text
+    assert text.rstrip().endswith("stopped"), text
 
 
 def test_program_never_restarts_a_group_it_has_not_seen_whole(group):
