@@ -62,19 +62,11 @@ log:
   returned: always
 """
 
-import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import Progress, bench_argv, read_result, run_bench
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sha256 import sha256_file
 
 
 def main():
@@ -97,7 +89,7 @@ def main():
     # First thing, so a poll always finds the file, even when the run fails to start.
     progress = Progress(p["work_dir"], int(p["profile"].get("num_prompts") or 0))
     if p["dataset_path"] and p["dataset_sha256"]:
-        found = _sha256(p["dataset_path"])
+        found = sha256_file(p["dataset_path"])
         if found != p["dataset_sha256"]:
             progress.write(state="failed")
             module.fail_json(msg=f"{p['dataset_path']} has sha256 {found}, expected "
