@@ -65,7 +65,7 @@ log:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import Progress, bench_argv, read_result, run_bench
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import bench_argv, bench_progress, read_result, run_bench
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.sha256 import sha256_file
 
 
@@ -87,7 +87,7 @@ def main():
     )
     p = module.params
     # First thing, so a poll always finds the file, even when the run fails to start.
-    progress = Progress(p["work_dir"], int(p["profile"].get("num_prompts") or 0))
+    progress = bench_progress(p["work_dir"], int(p["profile"].get("num_prompts") or 0))
     if p["dataset_path"] and p["dataset_sha256"]:
         found = sha256_file(p["dataset_path"])
         if found != p["dataset_sha256"]:
