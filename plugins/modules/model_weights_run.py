@@ -24,7 +24,8 @@ description:
   - Meant to be started with C(async). Every few seconds it writes C(work_dir)/progress.json
     (state, done_bytes, total_bytes, rate_bytes, eta, elapsed; for follow also upstream,
     files_done and first_file_at, the epoch second its first file landed); the job's output goes to
-    C(work_dir)/<method>.log. Killed and failed at C(timeout) seconds.
+    C(work_dir)/<method>.log; kimi_k2.sglang.job_progress reads the progress. Killed and
+    failed at C(timeout) seconds, each hf or rsync process with its process group.
 options:
   method: {description: What to run., type: str, required: true, choices: [hub, rsync, follow, prewarm]}
   dest: {description: The copy's directory., type: path, required: true}

@@ -12,8 +12,10 @@ description:
     command line. Its result line also holds the server's arguments, so the output file
     is deleted once read and only the figures and the SGLang version are returned.
   - Writes C(work_dir)/progress.json (state, done, total, elapsed) while it runs, so a play
-    that started it with C(async) can show progress, and C(work_dir)/bench.log.
-  - Kills the run at C(timeout) seconds and fails, naming the timeout and the log's tail.
+    that started it with C(async) can show progress (kimi_k2.sglang.job_progress reads
+    it), and C(work_dir)/bench.log.
+  - Kills the run, its whole process group, at C(timeout) seconds and fails, naming the
+    timeout and the log's tail.
 options:
   python: {description: Python with SGLang installed., type: path, required: true}
   base_url: {description: Endpoint URL., type: str, required: true}
