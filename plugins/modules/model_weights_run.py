@@ -321,7 +321,7 @@ def main():
             return min(bytes_on_disk(p["dest"]), total)
 
         def failed():
-            return any(job.returncodes)
+            return job.failed
 
     if follower is None:
         def fields():
