@@ -10,7 +10,6 @@ Unlike SGLang's script it sends the API key, accepts a URL, and cannot hang fore
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 import threading
@@ -18,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_client import Endpoint, TransportError
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sha256 import sha256_bytes
 
 INVALID = -9999999
 STOP = ["Question", "Assistant:", "<|separator|>"]
@@ -31,7 +31,7 @@ class DatasetError(Exception):
 def load_dataset(path, sha256=OFFICIAL_SHA256):
     with open(path, "rb") as handle:
         raw = handle.read()
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = sha256_bytes(raw)
     if sha256 and digest != sha256:
         raise DatasetError(f"{path} has sha256 {digest}, expected {sha256}: not the official "
                            "GSM8K test set; stage the right file or let it download")

@@ -6,11 +6,12 @@ source does not know it; the marker file holds the manifest a copy was verified 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 import time
+
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sha256 import sha256_file
 
 MARKER = ".model-weights-verified.json"
 INDEX = "model.safetensors.index.json"
@@ -104,14 +105,6 @@ def read_marker(directory):
         return None
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check(directory, manifest, sha256=False):
     """What is wrong with directory against manifest: missing, short, long, corrupt.
 
@@ -144,7 +137,7 @@ def check(directory, manifest, sha256=False):
             if header_size != have:
                 bad.append({"path": rel, "reason": "header says %d bytes" % header_size})
                 continue
-        if sha256 and entry.get("sha256") and sha256_of(path) != entry["sha256"]:
+        if sha256 and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
             bad.append({"path": rel, "reason": "sha256 differs from the source's"})
             continue
         index_ok = index_ok or rel == INDEX

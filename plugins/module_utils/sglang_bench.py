@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
 from typing import Any
+
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.background_job import Job, Progress
 
 # Profile key -> bench_serving flag. A profile is a dict of these keys (see the role's
 # defaults); a key left out (or null) keeps bench_serving's own default.
@@ -81,22 +82,9 @@ def read_result(output_file: str) -> dict[str, Any]:
     return result
 
 
-class Progress:
-    """Keeps <work_dir>/progress.json current, for the play's progress polls."""
-
-    def __init__(self, work_dir: str, total: int) -> None:
-        self.path, self.started = os.path.join(work_dir, "progress.json"), time.monotonic()
-        self.lock = threading.Lock()  # the stderr reader and the heartbeat both write
-        self.state = {"state": "running", "done": 0, "total": total, "elapsed": 0}
-        self.write()
-
-    def write(self, **changes: Any) -> None:
-        with self.lock:
-            self.state.update(changes, elapsed=round(time.monotonic() - self.started))
-            tmp = self.path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.state, f)
-            os.replace(tmp, self.path)  # a poll never reads half a file
+def bench_progress(work_dir: str, total: int) -> Progress:
+    """<work_dir>/progress.json of a run: requests done of total, whole seconds elapsed."""
+    return Progress(work_dir, done=0, total=total)
 
 
 def run_bench(argv: list[str], env: dict[str, str], work_dir: str, progress: Progress,
@@ -104,11 +92,12 @@ def run_bench(argv: list[str], env: dict[str, str], work_dir: str, progress: Pro
     """Run bench_serving to the end or to the timeout; return rc, seconds and the log.
 
     stdout and stderr go to <work_dir>/bench.log (kept for a post-mortem); tqdm's updates
-    on stderr become progress.json as they come."""
+    on stderr become progress.json as they come. At the timeout bench_serving's process
+    group is killed, its children with it."""
     log_path = os.path.join(work_dir, "bench.log")
+    job = Job(timeout, started=progress.started)
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(argv, cwd=work_dir, env=env, stdout=log,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = job.start(argv, log, env=env, cwd=work_dir, stderr=subprocess.PIPE)
 
         def pump() -> None:
             for chunk in iter(lambda: proc.stderr.read1(4096), b""):
@@ -121,18 +110,10 @@ def run_bench(argv: list[str], env: dict[str, str], work_dir: str, progress: Pro
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        deadline = progress.started + timeout
-        rc, timed_out = None, False
-        while rc is None:
-            try:
-                rc = proc.wait(timeout=max(min(5.0, deadline - time.monotonic()), 0.01))
-            except subprocess.TimeoutExpired:
-                if time.monotonic() >= deadline:
-                    os.killpg(proc.pid, signal.SIGKILL)  # bench_serving and its children
-                    rc, timed_out = proc.wait(), True
-                else:
-                    progress.write()  # a heartbeat: elapsed moves between tqdm updates
+        # A heartbeat: elapsed moves between tqdm updates.
+        timed_out = job.supervise(tick=5.0, on_tick=progress.write)
         reader.join(timeout=10)
+    rc = proc.returncode
     seconds = round(time.monotonic() - progress.started, 1)
     with open(log_path, encoding="utf-8", errors="replace") as f:
         tail = f.read()[-3000:]

@@ -24,7 +24,8 @@ description:
   - Meant to be started with C(async). Every few seconds it writes C(work_dir)/progress.json
     (state, done_bytes, total_bytes, rate_bytes, eta, elapsed; for follow also upstream,
     files_done and first_file_at, the epoch second its first file landed); the job's output goes to
-    C(work_dir)/<method>.log. Killed and failed at C(timeout) seconds.
+    C(work_dir)/<method>.log; kimi_k2.sglang.job_progress reads the progress. Killed and
+    failed at C(timeout) seconds, each hf or rsync process with its process group.
 options:
   method: {description: What to run., type: str, required: true, choices: [hub, rsync, follow, prewarm]}
   dest: {description: The copy's directory., type: path, required: true}
@@ -80,24 +81,16 @@ progress:
   returned: always
 """
 
-import json
 import os
 import subprocess
 import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.background_job import Job, Progress, kill_group, spawn
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.model_weights import bytes_on_disk, progress, split_streams
 
 TICK = 2.0
-
-
-def _write(work_dir, state, **fields):
-    tmp = os.path.join(work_dir, "progress.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(dict(fields, state=state), f)
-    os.replace(tmp, os.path.join(work_dir, "progress.json"))
-
 
 def _commands(p, lists_dir):
     if p["method"] == "hub":
@@ -175,10 +168,8 @@ class Follower:
 
     def _copy(self, ready):
         entries = [{"path": rel, "size": self.want[rel]} for rel in ready]
-        self.procs = [subprocess.Popen(_rsync_argv(self.p["source"], self.p["dest"],
-                                                   _listing_file(self.p["work_dir"], i, paths)),
-                                       stdout=self.log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
+        self.procs = [spawn(_rsync_argv(self.p["source"], self.p["dest"],
+                                        _listing_file(self.p["work_dir"], i, paths)), self.log)
                       for i, paths in enumerate(split_streams(entries, self.p["streams"]))]
         codes = [proc.wait() for proc in self.procs]
         return max(codes)
@@ -220,8 +211,7 @@ class Follower:
     def kill(self):
         self.stop.set()
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
+            kill_group(proc)
 
 
 def _prewarm(files, dest, counter, stop, log_path):
@@ -282,9 +272,8 @@ def main():
 
     if os.path.exists(log_path):
         os.unlink(log_path)
-    procs = []
+    job = Job(p["timeout"], started=start)
     follower = None
-    extra = {}
     if p["method"] == "follow":
         log = open(log_path, "w")
         follower = Follower(p, log)
@@ -296,6 +285,9 @@ def main():
 
         def running():
             return worker.is_alive()
+
+        def kill():
+            follower.kill()
 
         def failed():
             return bool(follower.error)
@@ -314,62 +306,48 @@ def main():
         def running():
             return worker.is_alive()
 
+        def kill():
+            stop.set()
+
         def failed():
             return os.path.exists(log_path)
     else:
         with open(log_path, "w") as log:
-            procs = [subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
-                     for argv, env in _commands(p, p["work_dir"])]
+            for argv, env in _commands(p, p["work_dir"]):
+                job.start(argv, log, env=env)
+        running, kill = job.running, job.kill
 
         def measure():
             return min(bytes_on_disk(p["dest"]), total)
 
-        def running():
-            return any(proc.poll() is None for proc in procs)
-
         def failed():
-            return any(proc.returncode for proc in procs)
+            return job.failed
 
     if follower is None:
         def fields():
             return {}
 
+    def now():
+        return dict(progress(measure(), total, time.monotonic() - start, start_done), **fields())
+
     start_done = measure()
-    last = dict(progress(start_done, total, 0, start_done), **fields())
-    _write(p["work_dir"], "running", method=p["method"], **last)
-    timed_out = False
-    next_write = start + TICK
-    while running():
-        if time.monotonic() - start > p["timeout"]:
-            timed_out = True
-            stop.set()
-            for proc in procs:
-                proc.kill()
-            if follower is not None:
-                follower.kill()
-            break
-        time.sleep(0.2)
-        if time.monotonic() >= next_write:
-            next_write += TICK
-            last = dict(progress(measure(), total, time.monotonic() - start, start_done), **fields())
-            _write(p["work_dir"], "running", method=p["method"], **last)
-    for proc in procs:
-        proc.wait()
+    report = Progress(p["work_dir"], digits=1, method=p["method"],
+                      **dict(progress(start_done, total, 0, start_done), **fields()))
+    timed_out = job.supervise(running, kill, tick=TICK, on_tick=lambda: report.write(**now()))
     if follower is not None:
         worker.join()
         log.close()
-    last = dict(progress(measure(), total, time.monotonic() - start, start_done), **fields())
+    last = now()
     seconds = round(time.monotonic() - start, 1)
     if timed_out or failed():
         why = "timed out after %d s" % p["timeout"] if timed_out else "failed"
         if follower is not None:
             why += " following %s" % (p["upstream"] or p["source"])
             why += ": %s" % follower.error if follower.error and not timed_out else ""
-        _write(p["work_dir"], "failed", method=p["method"], **last)
+        report.write(state="failed", **last)
         module.fail_json(msg="%s %s; the log's tail:\n%s" % (p["method"], why, _tail(log_path)),
                          seconds=seconds, progress=last, log=log_path)
-    _write(p["work_dir"], "finished", method=p["method"], **last)
+    report.write(state="finished", **last)
     module.exit_json(changed=True, seconds=seconds, progress=last, log=log_path)
 
 

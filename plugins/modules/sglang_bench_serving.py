@@ -12,8 +12,10 @@ description:
     command line. Its result line also holds the server's arguments, so the output file
     is deleted once read and only the figures and the SGLang version are returned.
   - Writes C(work_dir)/progress.json (state, done, total, elapsed) while it runs, so a play
-    that started it with C(async) can show progress, and C(work_dir)/bench.log.
-  - Kills the run at C(timeout) seconds and fails, naming the timeout and the log's tail.
+    that started it with C(async) can show progress (kimi_k2.sglang.job_progress reads
+    it), and C(work_dir)/bench.log.
+  - Kills the run, its whole process group, at C(timeout) seconds and fails, naming the
+    timeout and the log's tail.
 options:
   python: {description: Python with SGLang installed., type: path, required: true}
   base_url: {description: Endpoint URL., type: str, required: true}
@@ -62,19 +64,11 @@ log:
   returned: always
 """
 
-import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import Progress, bench_argv, read_result, run_bench
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import bench_argv, bench_progress, read_result, run_bench
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sha256 import sha256_file
 
 
 def main():
@@ -95,9 +89,9 @@ def main():
     )
     p = module.params
     # First thing, so a poll always finds the file, even when the run fails to start.
-    progress = Progress(p["work_dir"], int(p["profile"].get("num_prompts") or 0))
+    progress = bench_progress(p["work_dir"], int(p["profile"].get("num_prompts") or 0))
     if p["dataset_path"] and p["dataset_sha256"]:
-        found = _sha256(p["dataset_path"])
+        found = sha256_file(p["dataset_path"])
         if found != p["dataset_sha256"]:
             progress.write(state="failed")
             module.fail_json(msg=f"{p['dataset_path']} has sha256 {found}, expected "

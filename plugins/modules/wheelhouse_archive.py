@@ -34,23 +34,15 @@ path: {description: The archive., type: str, returned: always}
 files: {description: The wheels it holds., type: list, returned: always}
 """
 
-import hashlib
 import io
 import os
 import tarfile
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.sha256 import sha256_bytes, sha256_file
 
 SUMS = "SHA256SUMS"
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wheel_files(src):
@@ -61,7 +53,7 @@ def wheel_files(src):
 
 
 def sums(src, names):
-    return "".join(f"{_sha256(os.path.join(src, name))}  {name}\n" for name in names).encode()
+    return "".join(f"{sha256_file(os.path.join(src, name))}  {name}\n" for name in names).encode()
 
 
 def _member(name, size):
@@ -102,7 +94,7 @@ def main():
     if not names:
         module.fail_json(msg=f"wheelhouse {src} holds no files")
     listing = sums(src, names)
-    digest = hashlib.sha256(listing).hexdigest()
+    digest = sha256_bytes(listing)
     path = os.path.join(dest, f"wheelhouse-{digest}.tar")
     changed = not os.path.exists(path)
     if changed and not module.check_mode:

@@ -163,7 +163,7 @@ def test_result_keeps_the_figures_and_drops_the_server_arguments(tmp_path):
 
 
 def test_a_run_past_its_timeout_is_killed(tmp_path):
-    progress = sglang_bench.Progress(str(tmp_path), 5)
+    progress = sglang_bench.bench_progress(str(tmp_path), 5)
     run = sglang_bench.run_bench(
         [sys.executable, "-c", "import sys, time; sys.stderr.write('\\r 1/5 [00:01'); "
          "sys.stderr.flush(); time.sleep(60)"], {}, str(tmp_path), progress, timeout=1.5)
