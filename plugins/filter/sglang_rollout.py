@@ -71,10 +71,10 @@ def sglang_rollout_plan(groups: list[dict[str, Any]], batch_size: Any, min_servi
 def sglang_rollout_report(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> dict[str, Any]:
     """Per group: rolled (passed), rolled back (with the check and figure that failed),
     not reached (after a failure) or unchanged."""
-    planned = [h for h in hosts if "__sglang_rollout_plan" in hostvars[h]]
+    planned = [h for h in hosts if "sglang_rollout_plan" in hostvars[h]]
     if not planned:
         raise AnsibleFilterError("no host holds a rollout plan: did plan.yml run?")
-    plan = hostvars[planned[0]]["__sglang_rollout_plan"]
+    plan = hostvars[planned[0]]["sglang_rollout_plan"]
     outcomes = {hostvars[h]["sglang_service_endpoint"]["group"]: hostvars[h]["__sglang_rollout_outcome"]
                 for h in hosts if "__sglang_rollout_outcome" in hostvars[h]}
     rows = []

@@ -49,7 +49,7 @@ EXAMPLES = r"""
   kimi_k2.sglang.host_state:
     files: [/etc/systemd/system/sglang.service, /etc/sglang/sglang.env]
     units: [sglang.service]
-  register: __sglang_service_host
+  register: service_state
 """
 
 RETURN = r"""

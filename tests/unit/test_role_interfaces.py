@@ -1,5 +1,9 @@
-"""Each role's argument_specs mirror its defaults, and the collection pins match."""
+"""The contracts between roles: each role's argument_specs mirror its defaults and cover
+every entry point used through tasks_from; no role, playbook, scenario, tool or plugin
+reads another role's internal (`__<role>_`) names, and no playbook reads any `__` name;
+and the collection pins match."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +12,70 @@ import yaml
 from conftest import ROOT
 
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "defaults").is_dir())
+ALL_ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+# Where roles are used and their names read: everything but the docs and the tests (a
+# unit test may set a filter's internal inputs).
+SCANNED = ("roles", "playbooks", "molecule", "tools", "plugins")
+ROLE_ACTIONS = {prefix + verb for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+                for verb in ("import_role", "include_role")}
+PRIVATE = re.compile(r"(?<![A-Za-z0-9_])__([a-z][a-z0-9_]*)")
+
+
+def argument_specs(role):
+    path = ROOT / "roles" / role / "meta" / "argument_specs.yml"
+    return yaml.safe_load(path.read_text())["argument_specs"] if path.exists() else {}
+
+
+def owner(name):
+    """The role whose internal name __<name> is (the longest role prefix), or None."""
+    roles = [role for role in ALL_ROLES if name.startswith(role + "_")]
+    return max(roles, key=len) if roles else None
+
+
+def scanned_files():
+    for top in SCANNED:
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.is_file() and path.suffix != ".md" and "__pycache__" not in path.parts:
+                try:
+                    yield path, path.read_text()
+                except UnicodeDecodeError:
+                    continue
+
+
+class _AnyTagLoader(yaml.SafeLoader):
+    """Reads !vault, !unsafe and the like as plain values."""
+
+
+_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def role_calls(data):
+    """Every import_role/include_role argument mapping inside data."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ROLE_ACTIONS and isinstance(value, dict):
+                yield value
+            yield from role_calls(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from role_calls(item)
+
+
+def tasks_from_targets():
+    """{(role, entry point): [files that use it]} for every literal tasks_from."""
+    found = {}
+    for top in ("roles", "playbooks", "molecule", "tools"):
+        for path in sorted((ROOT / top).rglob("*.y*ml")):
+            for call in role_calls(yaml.load(path.read_text(), Loader=_AnyTagLoader)):
+                role, entry = call.get("name", call.get("role")), call.get("tasks_from")
+                if entry is None or "{{" in str(role) + str(entry):
+                    continue
+                stem = Path(entry).stem if entry.endswith((".yml", ".yaml")) else entry
+                found.setdefault((role, stem), []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+TARGETS = tasks_from_targets()
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -42,3 +110,57 @@ def test_required_collections_are_the_installed_ones():
                          if (Path(p) / namespace / name / "MANIFEST.json").exists())
         manifest = json.loads((installed / namespace / name / "MANIFEST.json").read_text())
         assert manifest["collection_info"]["version"] == pin["version"], pin["name"]
+
+
+def test_tasks_from_targets_are_found():
+    assert ("sglang_service", "endpoint") in TARGETS
+    assert ("sglang_rollout", "batch") in TARGETS
+
+
+# The specs document each entry point's contract; Ansible does not check them at run time
+# here: it looks the spec up by the literal tasks_from value (ansible-core 2.19,
+# Role._prepend_validation_task), and `tasks_from: plan.yml` finds no entry `plan.yml`.
+# Only `main` is validated, as before.
+@pytest.mark.parametrize("target", sorted(TARGETS), ids=lambda t: "%s:%s" % t)
+def test_every_tasks_from_entry_point_has_an_argument_spec(target):
+    role, entry = target
+    assert (ROOT / "roles" / role / "tasks" / (entry + ".yml")).is_file(), TARGETS[target]
+    spec = argument_specs(role).get(entry)
+    assert spec, (f"roles/{role}/meta/argument_specs.yml has no entry point {entry!r}, "
+                  f"used by {TARGETS[target]}")
+    assert spec.get("short_description"), f"{role}:{entry} has no short_description"
+    assert isinstance(spec.get("options"), dict), f"{role}:{entry}: options (or options: {{}})"
+
+
+@pytest.mark.parametrize("role", ALL_ROLES)
+def test_entry_point_specs_agree_with_defaults_and_task_files(role):
+    defaults_path = ROOT / "roles" / role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(defaults_path.read_text()) if defaults_path.exists() else {}
+    for entry, spec in argument_specs(role).items():
+        assert (ROOT / "roles" / role / "tasks" / (entry + ".yml")).is_file(), \
+            f"{role}: argument_specs entry {entry!r} names no task file"
+        for name, option in (spec.get("options") or {}).items():
+            assert option.get("description"), f"{role}:{entry}: {name} has no description"
+            assert name.startswith(role + "_"), f"{role}:{entry}: {name} lacks the role prefix"
+            assert ("default" in option) != option.get("required", False), f"{role}:{entry}: {name}"
+            if "default" in option:
+                assert defaults.get(name) == option["default"], f"{role}:{entry}: {name}"
+
+
+@pytest.mark.parametrize("path", [p for p, _ in scanned_files()],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_file_reads_another_roles_internal_names(path):
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] == "roles":
+        mine = rel.parts[1]
+    elif rel.parts[0] == "plugins":  # a plugin named after a role is that role's code
+        mine = owner(rel.stem + "_") or None
+    else:
+        mine = None
+    text = path.read_text()
+    foreign = sorted({"__" + name for name in PRIVATE.findall(text)
+                      if owner(name) not in (None, mine)})
+    assert not foreign, f"{rel} reads internal names of another role: {foreign}"
+    if rel.parts[0] == "playbooks":
+        names = sorted({"__" + name for name in PRIVATE.findall(text)})
+        assert not names, f"{rel}: a playbook reads only public names, found {names}"

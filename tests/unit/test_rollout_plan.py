@@ -91,7 +91,7 @@ def test_the_report_names_the_group_that_failed_and_what_was_not_reached():
     outcomes = {"pair1": {"status": "rolled", "problems": []},
                 "pair2": {"status": "rolled back", "problems": ["gsm8k accuracy 0.300 < 0.93"]}}
     hosts, hostvars = fleet(outcomes=outcomes)
-    hostvars["b1"]["__sglang_rollout_plan"] = plan()
+    hostvars["b1"]["sglang_rollout_plan"] = plan()
     report = rollout.sglang_rollout_report(hosts, hostvars)
     assert report["passed"] is False and report["failed_group"] == "pair2"
     assert [(r["group"], r["status"]) for r in report["groups"]] == [
@@ -101,5 +101,5 @@ def test_the_report_names_the_group_that_failed_and_what_was_not_reached():
 def test_a_rollout_where_every_group_rolled_passes():
     outcomes = {g: {"status": "rolled", "problems": []} for g in ("pair1", "pair2", "solo")}
     hosts, hostvars = fleet(outcomes=outcomes)
-    hostvars["a1"]["__sglang_rollout_plan"] = plan()
+    hostvars["a1"]["sglang_rollout_plan"] = plan()
     assert rollout.sglang_rollout_report(hosts, hostvars)["passed"] is True
