@@ -12,15 +12,30 @@ ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "defaults").is
 
 @pytest.mark.parametrize("role", ROLES)
 def test_argument_specs_mirror_defaults(role):
+    """Every entry point's options, together, mirror the role's defaults.
+
+    An ordinary role declares its inputs on main; an internal shared role (toolkit_common)
+    declares them on the entry points that take them, and its main takes none.
+    """
     defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
-    spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"]["options"]
-    with_default = {k: v["default"] for k, v in options.items() if "default" in v}
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    with_default = {}
+    for entry, spec in specs["argument_specs"].items():
+        for name, option in (spec.get("options") or {}).items():
+            assert option.get("description"), f"{entry}: {name} has no description"
+            assert name.startswith(role + "_"), f"{entry}: {name} lacks the role prefix"
+            assert ("default" in option) != option.get("required", False), f"{entry}: {name}"
+            if "default" in option:
+                assert with_default.setdefault(name, option["default"]) == option["default"], (
+                    f"{name}: entry points disagree on its default")
     assert with_default == defaults
-    for name, option in options.items():
-        assert option.get("description"), f"{name} has no description"
-        assert name.startswith(role + "_"), f"{name} lacks the role prefix"
-        assert ("default" in option) != option.get("required", False), name
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_entry_point_has_its_tasks_file(role):
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    for entry in specs["argument_specs"]:
+        assert (ROOT / "roles" / role / "tasks" / f"{entry}.yml").is_file(), entry
 
 
 @pytest.mark.parametrize("role", ROLES)
