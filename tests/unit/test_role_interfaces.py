@@ -57,3 +57,10 @@ def test_required_collections_are_the_installed_ones():
                          if (Path(p) / namespace / name / "MANIFEST.json").exists())
         manifest = json.loads((installed / namespace / name / "MANIFEST.json").read_text())
         assert manifest["collection_info"]["version"] == pin["version"], pin["name"]
+
+
+def test_the_shared_role_refuses_to_run_directly():
+    """toolkit_common is imported by entry point; its main only fails, saying so."""
+    tasks = yaml.safe_load((ROOT / "roles" / "toolkit_common" / "tasks" / "main.yml").read_text())
+    assert [[k for k in task if k != "name"] for task in tasks] == [["ansible.builtin.fail"]]
+    assert "not meant to be run directly" in " ".join(tasks[0]["ansible.builtin.fail"]["msg"].split())
