@@ -80,15 +80,30 @@ TARGETS = tasks_from_targets()
 
 @pytest.mark.parametrize("role", ROLES)
 def test_argument_specs_mirror_defaults(role):
+    """Every entry point's options, together, mirror the role's defaults.
+
+    An ordinary role declares its inputs on main; an internal shared role (toolkit_common)
+    declares them on the entry points that take them, and its main takes none.
+    """
     defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
-    spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"]["options"]
-    with_default = {k: v["default"] for k, v in options.items() if "default" in v}
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    with_default = {}
+    for entry, spec in specs["argument_specs"].items():
+        for name, option in (spec.get("options") or {}).items():
+            assert option.get("description"), f"{entry}: {name} has no description"
+            assert name.startswith(role + "_"), f"{entry}: {name} lacks the role prefix"
+            assert ("default" in option) != option.get("required", False), f"{entry}: {name}"
+            if "default" in option:
+                assert with_default.setdefault(name, option["default"]) == option["default"], (
+                    f"{name}: entry points disagree on its default")
     assert with_default == defaults
-    for name, option in options.items():
-        assert option.get("description"), f"{name} has no description"
-        assert name.startswith(role + "_"), f"{name} lacks the role prefix"
-        assert ("default" in option) != option.get("required", False), name
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_entry_point_has_its_tasks_file(role):
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    for entry in specs["argument_specs"]:
+        assert (ROOT / "roles" / role / "tasks" / f"{entry}.yml").is_file(), entry
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -164,3 +179,10 @@ def test_no_file_reads_another_roles_internal_names(path):
     if rel.parts[0] == "playbooks":
         names = sorted({"__" + name for name in PRIVATE.findall(text)})
         assert not names, f"{rel}: a playbook reads only public names, found {names}"
+
+
+def test_the_shared_role_refuses_to_run_directly():
+    """toolkit_common is imported by entry point; its main only fails, saying so."""
+    tasks = yaml.safe_load((ROOT / "roles" / "toolkit_common" / "tasks" / "main.yml").read_text())
+    assert [[k for k in task if k != "name"] for task in tasks] == [["ansible.builtin.fail"]]
+    assert "not meant to be run directly" in " ".join(tasks[0]["ansible.builtin.fail"]["msg"].split())
