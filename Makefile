@@ -19,14 +19,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
 
-# --no-compile: pip would byte-compile every module of every package, most never
-# imported (ansible's bundled collections, torch): requirements.txt took 84 s of CPU
-# with it and 32 s without on these machines. Python compiles what it imports, once.
-PIP_INSTALL = pip install --quiet --disable-pip-version-check --no-compile
+# The controller venv installs with --no-compile: pip would byte-compile every module of
+# every package, most never imported (ansible's bundled collections): requirements.txt
+# took 84 s of CPU with it and 32 s without on these machines; Python compiles what it
+# imports, once. Real SGLang's venv compiles at install, in the background: its tests
+# import much of torch, which took conformance from 38 s to 186 s when left to them.
+PIP_INSTALL = pip install --quiet --disable-pip-version-check
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/$(PIP_INSTALL) -r requirements.txt
+	$(VENV)/bin/$(PIP_INSTALL) --no-compile -r requirements.txt
 	touch $@
 
 # `make test` sets TESTBED_READY in its sub-makes: the test bed was set up once already.
