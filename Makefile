@@ -108,9 +108,13 @@ unit: $(VENV)/.installed
 conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed conformance pytest -q tests/conformance
 
+# Two workers, a test module each at a time (--dist loadfile): one module's tests share
+# one demo fleet (tests/integration/test_demo.py) or the checkout's plan/ (test_plan.py).
+# Its waits (bench_serving against the simulator's latency model) overlap the demo's
+# converge. (loadgroup would split a module: pytest 9 ignores xdist 3.8's group suffix.)
 integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed integration \
-	  pytest -q -n 2 --dist loadgroup tests/integration
+	  pytest -q -n 2 --dist loadfile tests/integration
 
 # Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log).
 # tests/unit/test_testbed.py checks that this list names every scenario.

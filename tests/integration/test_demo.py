@@ -4,9 +4,6 @@ import pytest
 from runner import play, task_results
 
 DEMO = ["kimi-demo-1", "kimi-demo-2"]
-# One xdist worker runs the whole module: there is one demo fleet (its containers, its
-# reports/demo) and the module's fixture converges it once.
-pytestmark = pytest.mark.xdist_group("demo")
 
 
 @pytest.fixture(scope="module")

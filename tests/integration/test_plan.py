@@ -5,8 +5,6 @@ import pytest
 
 from runner import ROOT, play, task_results
 
-# One xdist worker runs the whole module: every plan run writes the checkout's plan/.
-pytestmark = pytest.mark.xdist_group("plan")
 PRODUCTION = ["h200-a01", "h200-a02", "h200-b01", "h200-b02", "h200-b03", "h200-b04"]
 
 
