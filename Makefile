@@ -12,6 +12,13 @@ HUB_WHEELHOUSE := build/wheelhouse-hub/.downloaded
 ROUTER_WHEELHOUSE := build/wheelhouse-router/.downloaded
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Python caches the bytecode of what it imports (__pycache__). Some CI images set
+# PYTHONDONTWRITEBYTECODE=1, which makes every process compile every module it imports
+# from source again: an ansible-playbook syntax check took 2.3 s of CPU instead of 1.3 s
+# (the suite starts a few hundred ansible-playbook processes), and Molecule, pytest and
+# ansible-lint paid the same at each start. The venvs below are installed without
+# compiling; what the suite imports is compiled once, on first import.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: bootstrap testbed demo demo-down status plan test times-reset lint collection unit \
         conformance integration molecule bench manifest clean
@@ -19,11 +26,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
 
-# The controller venv installs with --no-compile: pip would byte-compile every module of
-# every package, most never imported (ansible's bundled collections): requirements.txt
-# took 84 s of CPU with it and 32 s without on these machines; Python compiles what it
-# imports, once. Real SGLang's venv compiles at install, in the background: its tests
-# import much of torch, which took conformance from 38 s to 186 s when left to them.
+# Both venvs install with --no-compile: pip would byte-compile every module of every
+# package, most never imported (ansible's bundled collections; torch's, transformers' and
+# sympy's thousands of files), which cost the controller venv 84 s of CPU instead of 32 s.
+# Python compiles what the suite imports, once (see PYTHONDONTWRITEBYTECODE above).
 PIP_INSTALL = pip install --quiet --disable-pip-version-check
 
 $(VENV)/.installed: requirements.txt
@@ -38,11 +44,13 @@ ifndef TESTBED_READY
 endif
 
 # Real SGLang, CPU only: its parser (conformance, manifest generator), its GSM8K script
-# and bench_serving (integration).
+# and bench_serving (integration). The last step compiles, once, what those import.
 $(SGLANG_VENV)/.installed: tests/conformance/requirements.txt
 	python3 -m venv $(SGLANG_VENV)
-	$(SGLANG_VENV)/bin/$(PIP_INSTALL) -r tests/conformance/requirements.txt
-	$(SGLANG_VENV)/bin/$(PIP_INSTALL) --no-deps sglang==$(SGLANG_VERSION)
+	$(SGLANG_VENV)/bin/$(PIP_INSTALL) --no-compile -r tests/conformance/requirements.txt
+	$(SGLANG_VENV)/bin/$(PIP_INSTALL) --no-compile --no-deps sglang==$(SGLANG_VERSION)
+	$(SGLANG_VENV)/bin/python -c "import sglang.srt.server_args, sglang.bench_serving, \
+	  sglang.test.few_shot_gsm8k, huggingface_hub.cli.hf"
 	touch $@
 
 $(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -path '*/__pycache__/*')
@@ -103,7 +111,7 @@ collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
 unit: $(VENV)/.installed
-	tools/timed unit pytest -q tests/unit
+	tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed conformance pytest -q tests/conformance
@@ -114,7 +122,7 @@ conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
 # converge. (loadgroup would split a module: pytest 9 ignores xdist 3.8's group suffix.)
 integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed integration \
-	  pytest -q -n 2 --dist loadfile tests/integration
+	  pytest -q -n 2 --dist loadfile --junitxml=build/junit-integration.xml tests/integration
 
 # Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log).
 # tests/unit/test_testbed.py checks that this list names every scenario.
