@@ -126,7 +126,7 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 
 # Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log).
 # tests/unit/test_testbed.py checks that this list names every scenario.
-SCENARIOS ?= fleet model_weights gpu_stack default gates
+SCENARIOS ?= fleet model_weights gpu_stack gates
 MOLECULE_LANES ?= 2
 molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
 	MITOGEN_STRATEGY_PLUGINS=$$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p') \

@@ -1,4 +1,6 @@
 """The demo: a simulated fleet converged by the real site playbook, then probed."""
+import subprocess
+
 import pytest
 
 from runner import play, task_results
@@ -36,6 +38,22 @@ def test_every_endpoint_is_healthy_and_serves_its_model(demo):
     lines = task_results(status, "runner_on_ok", "Show the endpoint")
     assert "health=200 models=['moonshotai/Kimi-K2-Thinking']" in lines["kimi-demo-1"]["msg"]
     assert "health=200 models=['moonshotai/Kimi-K2-Instruct']" in lines["kimi-demo-2"]["msg"]
+
+
+def test_each_variant_runs_with_its_own_flags(demo):
+    """kimi-demo-1 serves Kimi-K2-Thinking (tp8 profile), kimi-demo-2 Instruct: the
+    reasoning parser only on Thinking. (The fleet scenario checks multi-node Instruct.)"""
+    flags = {host: " ".join(subprocess.run(
+        ["podman", "exec", host, "cat", "/etc/systemd/system/sglang.service"], check=True,
+        capture_output=True, text=True).stdout.replace("\\\n", " ").split()) for host in DEMO}
+    for flag in ("--model-path moonshotai/Kimi-K2-Thinking", "--tp-size 8",
+                 "--reasoning-parser kimi_k2", "--tool-call-parser kimi_k2",
+                 "--trust-remote-code", "--enable-metrics", "--config /etc/sglang/secrets.yaml"):
+        assert flag in flags["kimi-demo-1"], flags["kimi-demo-1"]
+    for flag in ("--dp-size", "--enable-dp-attention", "--max-running-requests"):
+        assert flag not in flags["kimi-demo-1"], flags["kimi-demo-1"]
+    assert "--model-path moonshotai/Kimi-K2-Instruct" in flags["kimi-demo-2"]
+    assert "--reasoning-parser" not in flags["kimi-demo-2"]
 
 
 def test_the_demo_hosts_are_reached_over_ssh_with_pipelining(demo):

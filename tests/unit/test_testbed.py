@@ -50,8 +50,8 @@ def test_scenario_uses_the_shared_base(scenario: Path):
     provisioner = config.get("provisioner", {})
     assert "connection_options" not in provisioner
     assert "ANSIBLE_CONFIG" not in provisioner.get("env", {})
-    # Every scenario's converge tests the plain ssh plugin (default's second converge
-    # runs under Mitogen, from its side_effect).
+    # Every scenario's converge tests the plain ssh plugin (fleet's second converge
+    # runs under Mitogen, from its tests).
     assert "ANSIBLE_STRATEGY" not in provisioner.get("env", {})
 
 

@@ -1,5 +1,6 @@
-"""The fleet after converge: traffic through the router, a rollout under load, a rollout
-that fails its gate and rolls back, a dry run, and a killed rank. Runs from verify.yml.
+"""The fleet after converge: each host's end state, a second converge under Mitogen's
+strategy, traffic through the router, a rollout under load, a rollout that fails its gate
+and rolls back, a dry run, and a killed rank. Runs from verify.yml.
 
 Two servers of two nodes (kimi_demo_pair1: fleet-1 rank 0, fleet-2 rank 1; pair2:
 fleet-3, fleet-4) behind sglang-router on fleet-1 (inventory host fleet-router).
@@ -17,26 +18,37 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 # The directory: Molecule's generated file plus the linked group_vars and router host.
 INVENTORY = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 KEY = "demo-key-not-a-secret"
 ROUTER_PORT = 30080
 PAIRS = {"kimi_demo_pair1": ["fleet-1", "fleet-2"], "kimi_demo_pair2": ["fleet-3", "fleet-4"]}
+SERVERS = [host for pair in PAIRS.values() for host in pair]
+RANK = {"fleet-1": 0, "fleet-2": 1, "fleet-3": 0, "fleet-4": 1}
+NODE0 = {"fleet-1": "fleet-1", "fleet-2": "fleet-1", "fleet-3": "fleet-3", "fleet-4": "fleet-3"}
 # The demo's simulator settings (inventories/demo/group_vars/all/sglang_service.yml).
 DEMO_ENV = {"SGLANG_SIM_LOAD_SECONDS": 2, "SGLANG_SIM_WARMUP_SECONDS": 2,
             "SGLANG_SIM_GSM8K": "/var/cache/sglang-verify/gsm8k-test.jsonl"}
 
 
-def playbook(*names: str, options: tuple[str, ...] = (),
-             extra: dict | None = None) -> subprocess.CompletedProcess:
+def playbook(*names: str, options: tuple[str, ...] = (), extra: dict | str | None = None,
+             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the toolkit's playbooks NAMES, in order, in one ansible-playbook call."""
     argv = ["ansible-playbook", "-i", INVENTORY,
             *(str(PROJECT / "playbooks" / name) for name in names), *options]
     if extra:
-        argv += ["-e", json.dumps(extra)]
+        argv += ["-e", extra if isinstance(extra, str) else json.dumps(extra)]
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=1500)
+                          timeout=1500, env={**os.environ, **(env or {})})
+
+
+def changed_per_host(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """The recap's changed count per host."""
+    return {host: int(n) for host, n in
+            re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.MULTILINE)}
 
 
 def sh(host: str, command: str) -> str:
@@ -133,16 +145,93 @@ def test_the_api_key_is_in_no_command_line_or_unit_on_the_router_host():
     assert KEY not in sh("fleet-1", "systemctl cat sglang-router.service sglang.service")
 
 
-def test_serving_and_routing_again_changes_nothing():
-    """The scenario's idempotence check. site.yml is serve.yml, router.yml and verify.yml,
-    and verify.yml changes nothing managed (its reports are changed_when false), so the
-    second run is the first two: Molecule's own idempotence step would re-run the smoke
-    checks and the GSM8K gate of every server for no new coverage."""
-    run = playbook("serve.yml", "router.yml")
+# Each server host's end state after converge, read from the container.
+def execstart(host: str) -> str:
+    return " ".join(unit(host).replace("\\\n", " ").split())
+
+
+@pytest.mark.parametrize("host", SERVERS)
+def test_the_unit_runs_the_inventorys_command_as_the_service_account(host):
+    flags = execstart(host)
+    for flag in ("-m sglang_sim.launch_server", "--model-path moonshotai/Kimi-K2-Instruct",
+                 "--tp-size 8 --dp-size 4 --enable-dp-attention", "--tool-call-parser kimi_k2",
+                 f"--nnodes 2 --node-rank {RANK[host]} --dist-init-addr {NODE0[host]}:50000",
+                 "--trust-remote-code", "--enable-metrics", "--config /etc/sglang/secrets.yaml"):
+        assert flag in flags, flags
+    # Instruct has no reasoning parser (the Thinking variant's is checked in the demo).
+    assert "--reasoning-parser" not in flags and "--max-running-requests" not in flags
+    assert sh(host, "getent passwd sglang | cut -d: -f7").strip() == "/usr/sbin/nologin"
+    assert sh(host, "id -gn sglang").strip() == "sglang"
+    assert sh(host, "systemctl show sglang.service -p User --value").strip() == "sglang"
+    assert sh(host, "systemctl is-enabled sglang.service; systemctl is-active sglang.service"
+              ).split() == ["enabled", "active"]
+
+
+@pytest.mark.parametrize("host", SERVERS)
+def test_secret_files_are_locked_down_and_the_key_only_in_them(host):
+    modes = sh(host, "stat -c '%n %U %G %a' /etc/sglang/sglang.env /etc/sglang/secrets.yaml /etc/sglang")
+    assert modes.split("\n")[:3] == ["/etc/sglang/sglang.env root root 600",
+                                      "/etc/sglang/secrets.yaml root sglang 640",
+                                      "/etc/sglang root sglang 750"]
+    assert KEY not in unit(host) and KEY not in sh(host, "ps -eo args")
+    assert KEY in sh(host, "cat /etc/sglang/secrets.yaml")
+
+
+@pytest.mark.parametrize("host", SERVERS)
+def test_rank_0_serves_the_api_behind_the_key_and_rank_1_only_health(host):
+    assert healthy(host)
+    url = "http://127.0.0.1:30000/v1/models"
+    denied = sh(host, f"curl -s -o /dev/null -w '%{{http_code}}' {url}")
+    if RANK[host] >= 1:  # only rank 0 serves the API
+        assert denied == "404"
+        return
+    assert denied == "401"
+    body = json.loads(sh(host, f"curl -s -H 'Authorization: Bearer {KEY}' {url}"))
+    assert [m["id"] for m in body["data"]] == ["moonshotai/Kimi-K2-Instruct"]
+
+
+def test_the_converges_verify_wrote_a_passing_report_for_every_rank():
+    reports = sorted((PROJECT / "reports" / Path(INVENTORY).name).glob("*/report.json"))
+    assert reports, "playbooks/verify.yml wrote no report"
+    rows = {row["host"]: row for row in json.loads(reports[-1].read_text())["hosts"]}
+    for host in SERVERS:
+        row = rows[host]
+        assert row["passed"] and row["health"] and row["rank"] == RANK[host], row["problems"]
+        if row["rank"] >= 1:  # ranks >= 1 get the health check only
+            assert [c["name"] for c in row["smoke"]] == ["health"] and row["gsm8k"] is None
+        else:
+            assert row["smoke_passed"] == row["smoke_total"] >= 9
+            assert row["gsm8k"]["questions"] == 200 and row["gsm8k"]["accuracy"] == 1.0
+
+
+def test_a_second_converge_under_mitogen_changes_and_restarts_only_the_changed_host():
+    """The scenario's idempotence check and the Mitogen opt-in's test (README, "Big
+    fleets"), in one run: serve.yml and router.yml again under Mitogen's strategy, with one
+    variable changed on fleet-1 only. Every other host and the router must report
+    changed=0 and keep running untouched; fleet-1 changes and restarts. (verify.yml, the
+    rest of site.yml, changes nothing managed: its reports are changed_when false.) The
+    plain ssh plugin's no-op run is tests/integration/test_demo.py's."""
+    plugins = os.environ.get("MITOGEN_STRATEGY_PLUGINS", "")
+    assert plugins, "Set MITOGEN_STRATEGY_PLUGINS (`make molecule` does, from tools/mitogen-env)"
+    before = {host: started(host) for host in SERVERS}
+    run = playbook("serve.yml", "router.yml",
+                   extra="sglang_service_max_running_requests="
+                         "{{ 64 if inventory_hostname == 'fleet-1' else none }}",
+                   env={"ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_STRATEGY_PLUGINS": plugins,
+                        # Mitogen checks host keys itself, over the test bed's
+                        # StrictHostKeyChecking=no; every create makes new host keys.
+                        "ANSIBLE_HOST_KEY_CHECKING": "False",
+                        # Mitogen bootstraps its interpreter within `timeout` (10 s by
+                        # default), which a busy 2-core machine can miss.
+                        "ANSIBLE_TIMEOUT": "60"})
     ok(run)
-    recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.MULTILINE))
-    assert set(recap) >= {"fleet-1", "fleet-2", "fleet-3", "fleet-4", "fleet-router"}, recap
-    assert set(recap.values()) == {"0"}, run.stdout[-6000:]
+    changed = changed_per_host(run)
+    assert set(changed) >= {*SERVERS, "fleet-router"}, run.stdout[-6000:]
+    assert changed["fleet-1"] > 0, run.stdout[-6000:]
+    assert {h: n for h, n in changed.items() if h != "fleet-1" and n} == {}, run.stdout[-6000:]
+    assert "--max-running-requests 64" in execstart("fleet-1")
+    assert {h for h in SERVERS if started(h) != before[h]} == {"fleet-1"}
+    assert healthy("fleet-1")
 
 
 def test_a_dry_run_shows_which_groups_would_change_and_touches_nothing():
