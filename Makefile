@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: bootstrap testbed demo demo-down status plan test times-reset lint collection unit \
-        conformance integration molecule bench manifest clean
+        conformance integration late molecule bench manifest clean
 
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
@@ -81,22 +81,33 @@ plan: $(VENV)/.installed
 	ansible-playbook -i $(INVENTORY) playbooks/plan.yml
 
 ## test: everything CI runs; ends with each stage's time (build/times.txt)
-# Real SGLang's venv (torch and its CUDA wheels: ~5.6 GB written) installs in the
-# background from the start, beside the bootstrap (on a fresh machine: the test image's
-# debootstrap, mostly downloads), lint, the collection check and unit (side by side: each
-# is one Python process) and then Molecule; conformance and integration need it and run
-# last, side by side. Its log: build/sglang-venv.log. -Otarget keeps each stage's output
-# together.
+# Real SGLang's venv (torch and its wheels: ~6 GB written) installs in the background from
+# the start, beside the bootstrap (on a fresh machine: the test image's debootstrap, mostly
+# downloads), lint, the collection check and unit (side by side: each is one Python
+# process). Then the Molecule scenarios, two at a time, longest first; the last job in the
+# queue, `late` (conformance beside integration, which need the venv), takes the first
+# free place once the other scenarios have started: it mostly waits on the simulator's
+# latency model and so fills what the last scenario leaves of the two cores. -k: every
+# job runs and every failure is reported. Logs: build/sglang-venv.log,
+# build/molecule-<scenario>.log.
 test: times-reset
 	@tools/timed sglang-venv $(MAKE) --no-print-directory $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
-	checks=0; { $(MAKE) --no-print-directory bootstrap \
+	status=0; { $(MAKE) --no-print-directory bootstrap \
 	  && $(MAKE) --no-print-directory TESTBED_READY=1 -j2 -Otarget lint collection unit \
-	  && $(MAKE) --no-print-directory TESTBED_READY=1 molecule; } || checks=$$?; \
-	wait $$venv || { tail -n 40 build/sglang-venv.log; exit 1; }; \
-	[ $$checks -eq 0 ]; \
-	$(MAKE) --no-print-directory TESTBED_READY=1 -j2 -Otarget conformance integration
-	@cat build/times.txt
+	  && tools/timed "molecule and late" $(MAKE) --no-print-directory TESTBED_READY=1 \
+	       SGLANG_VENV_PID=$$venv -j2 -k -Otarget $(addprefix molecule-,$(SCENARIOS)) late; \
+	  } || status=$$?; \
+	wait $$venv || { tail -n 40 build/sglang-venv.log; status=1; }; \
+	cat build/times.txt; exit $$status
+
+# Conformance beside integration, once SGLang's venv is there (make test installs it in
+# the background, process SGLANG_VENV_PID).
+late:
+	@while [ -n "$(SGLANG_VENV_PID)" ] && kill -0 $(SGLANG_VENV_PID) 2>/dev/null; do sleep 5; done
+	@test -e $(SGLANG_VENV)/.installed \
+	  || { echo "SGLang's venv did not install: build/sglang-venv.log" >&2; exit 1; }
+	$(MAKE) --no-print-directory -j2 -Otarget conformance integration
 
 times-reset:
 	@mkdir -p build && rm -f build/times.txt
@@ -124,13 +135,18 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed integration \
 	  pytest -q -n 2 --dist loadfile --junitxml=build/junit-integration.xml tests/integration
 
-# Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log).
-# tests/unit/test_testbed.py checks that this list names every scenario.
+# Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log);
+# molecule-<scenario> runs one. tests/unit/test_testbed.py checks that this list names
+# every scenario. fleet's second converge runs under Mitogen's strategy (the opt-in).
 SCENARIOS ?= fleet model_weights gpu_stack gates
 MOLECULE_LANES ?= 2
+MITOGEN_PLUGINS = $$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p')
 molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
-	MITOGEN_STRATEGY_PLUGINS=$$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p') \
+	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) \
 	  tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
+
+molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
+	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) tools/testbed/molecule-lanes 1 $*
 
 ## bench: converge timings, plan at fleet scale, evaluator overhead, weights staging (each prints a table)
 bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
