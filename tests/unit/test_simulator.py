@@ -11,6 +11,7 @@ import pytest
 
 from conftest import GSM8K_TEST
 from sim_process import SIM_SRC, Sim
+from sglang_sim.server import _Pace
 
 THINKING = ["--model-path", "moonshotai/Kimi-K2-Thinking", "--tp-size", "8",
             "--reasoning-parser", "kimi_k2", "--tool-call-parser", "kimi_k2"]
@@ -269,3 +270,14 @@ def test_latency_model_sets_time_to_first_token(sim_factory):
     sim.json("/generate", {"text": "Question: What is 15% of 240?\nAnswer:",
                            "sampling_params": {"max_new_tokens": 1}})
     assert time.monotonic() - start >= 0.3
+
+
+def test_a_stream_keeps_the_models_clock_after_a_late_wake_up():
+    """A late wake-up on a loaded machine is made up on the next token, not added to it."""
+    pace = _Pace()
+    start = time.monotonic()
+    time.sleep(0.15)  # the machine was busy: 150 ms gone before the first wait
+    pace.wait(0.1)    # already due: no sleep
+    assert time.monotonic() - start < 0.2
+    pace.wait(0.1)    # due at 200 ms since the stream began
+    assert 0.19 <= time.monotonic() - start < 0.3

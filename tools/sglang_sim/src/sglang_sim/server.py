@@ -17,6 +17,20 @@ from .answers import Model, Reply, kimi_tool_markup
 SIMULATED_VERSION = "0.5.6.post1"
 
 
+class _Pace:
+    """Streams on the latency model's clock: each wait ends at the stream's start plus the
+    model's delays so far, so a late wake-up (a loaded test machine) is made up on the
+    next token instead of adding to every one. The model is the GPU's time, which the
+    controller's CPU load does not slow."""
+
+    def __init__(self) -> None:
+        self.due = time.monotonic()
+
+    def wait(self, seconds: float) -> None:
+        self.due += seconds
+        time.sleep(max(0.0, self.due - time.monotonic()))
+
+
 @dataclass
 class Timing:
     """The latency model: a fixed time to first token, and an inter-token latency that
@@ -235,11 +249,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _generate_stream(self, prompt: str, text: str, n_out: int, finish: dict[str, Any],
                          start: float) -> Iterator[Any]:
-        time.sleep(self.state.timing.ttft_s)
+        pace = _Pace()
+        pace.wait(self.state.timing.ttft_s)
         tokens = _tokens(text) or [""]
         for i in range(1, len(tokens) + 1):
             if i > 1:
-                time.sleep(self.state.itl())
+                pace.wait(self.state.itl())
             done = i == len(tokens)
             yield {"text": "".join(tokens[:i]), "meta_info": {
                 "id": "stream", "prompt_tokens": len(prompt.split()), "completion_tokens": i,
@@ -299,11 +314,12 @@ class Handler(BaseHTTPRequestHandler):
             return {**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": reason}]}
 
         yield delta({"role": "assistant", "content": ""})
-        time.sleep(self.state.timing.ttft_s)
+        pace = _Pace()
+        pace.wait(self.state.timing.ttft_s)
         for key, text in (("reasoning_content", reply.reasoning), ("content", reply.content)):
             for token in _tokens(text):
                 yield delta({key: token})
-                time.sleep(self.state.itl())
+                pace.wait(self.state.itl())
         for call in reply.tool_calls:
             args = call["function"]["arguments"]
             yield delta({"tool_calls": [{"index": call["index"], "id": call["id"],
@@ -312,7 +328,7 @@ class Handler(BaseHTTPRequestHandler):
                                              "arguments": ""}}]})
             half = len(args) // 2
             for piece in (args[:half], args[half:]):
-                time.sleep(self.state.itl())
+                pace.wait(self.state.itl())
                 yield delta({"tool_calls": [{"index": call["index"],
                                              "function": {"arguments": piece}}]})
         self._account(n_in, n_out)
