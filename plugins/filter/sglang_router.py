@@ -61,7 +61,7 @@ def sglang_router_worker_endpoints(hosts: list[str],
         if not isinstance(endpoint, dict):
             raise AnsibleFilterError(
                 f"{host} has no sglang_service_endpoint fact: run roles/sglang_service "
-                "tasks_from endpoint.yml on sglang_servers first (playbooks/router.yml "
+                "tasks_from: endpoint on sglang_servers first (playbooks/router.yml "
                 "does), and do not --limit the servers away; a host that failed earlier "
                 "in this run has none either")
         if _rank(endpoint) != 0:
