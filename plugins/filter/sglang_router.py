@@ -10,11 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # unit tests without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 POLICIES = ("random", "round_robin", "cache_aware", "power_of_two", "manual")
 LOG_LEVELS = ("debug", "info", "warn", "error")
