@@ -104,6 +104,10 @@ def test_argument_specs_mirror_defaults(role):
     defaults = (yaml.safe_load(defaults_path.read_text()) if defaults_path.exists() else None) or {}
     with_default = {}
     for entry, spec in argument_specs(role).items():
+        description = spec.get("description", [])
+        assert all(isinstance(line, str) for line in
+                   (description if isinstance(description, list) else [description])), (
+            f"{role}:{entry}: description lines must be strings (a ': ' makes a mapping)")
         for name, option in (spec.get("options") or {}).items():
             assert option.get("description"), f"{role}:{entry}: {name} has no description"
             assert name.startswith(role + "_"), f"{role}:{entry}: {name} lacks the role prefix"
