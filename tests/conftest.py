@@ -3,8 +3,8 @@
 Plugins are imported as the collection's: `ansible_collections.kimi_k2.sglang.plugins...`
 (pytest.ini puts collections/, the checkout's link to itself, on the path).
 """
-import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,11 @@ GSM8K_TEST = SHARED / "data" / "gsm8k" / "test.jsonl"
 
 def load_file(name, path):
     """A script a role copies to its hosts (roles/*/files/: no package, perhaps no
-    importable name), loaded from its file as module `name`. Plugins are imported."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    importable name), run from its source as module `name`. Plugins are imported."""
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    exec(compile(Path(path).read_text(), str(path), "exec"), module.__dict__)
     return module
 
 

@@ -14,11 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # unit tests without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 _COUNT = re.compile(r"^\d+$")
 _PERCENT = re.compile(r"^(\d+)%$")

@@ -13,11 +13,7 @@ import base64
 import re
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # unit tests without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 UNVERSIONED_FROM_BRANCH = 580
 # H200 support starts with the R550 driver (CUDA 12.4).

@@ -20,11 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # the simulator's tests import this file without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "sglang"
 

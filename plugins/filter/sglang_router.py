@@ -10,11 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # unit tests without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 POLICIES = ("random", "round_robin", "cache_aware", "power_of_two", "manual")
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -61,7 +57,7 @@ def sglang_router_worker_endpoints(hosts: list[str],
         if not isinstance(endpoint, dict):
             raise AnsibleFilterError(
                 f"{host} has no sglang_service_endpoint fact: run roles/sglang_service "
-                "tasks_from endpoint.yml on sglang_servers first (playbooks/router.yml "
+                "tasks_from: endpoint on sglang_servers first (playbooks/router.yml "
                 "does), and do not --limit the servers away; a host that failed earlier "
                 "in this run has none either")
         if _rank(endpoint) != 0:

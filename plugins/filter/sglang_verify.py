@@ -9,11 +9,7 @@ from typing import Any
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.gsm8k import summarize
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # unit tests without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 
 def _gsm8k(facts: dict[str, Any]) -> dict[str, Any] | None:

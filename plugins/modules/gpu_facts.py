@@ -22,7 +22,7 @@ options:
 """
 
 RETURN = r"""
-gpus: {description: One dict per GPU (QUERY_FIELDS of module_utils/nvidia_smi)., type: list, returned: always}
+gpus: {description: One dict per GPU (QUERY_FIELDS of plugins/module_utils/nvidia_smi.py)., type: list, returned: always}
 q: {description: nvidia-smi -q parsed (gpus by PCI bus id)., type: dict, returned: always}
 smi_error: {description: nvidia-smi's message when it failed., type: str, returned: always}
 loaded_version: {description: Loaded kernel module version, empty if none., type: str, returned: always}

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: job_progress
 short_description: Read a background job's progress, waiting up to C(wait) seconds for it to end
 description:
-  - Reads C(work_dir)/progress.json, which a job run through module_utils/background_job
+  - Reads C(work_dir)/progress.json, which a job run through plugins/module_utils/background_job.py
     (model_weights_run, sglang_bench_serving) keeps current. Returns as soon as the job
     has finished or failed, else after C(wait) seconds, so a play can print one progress
     line per interval.

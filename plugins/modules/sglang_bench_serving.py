@@ -22,7 +22,7 @@ options:
   api_key: {description: API key., type: str, default: "", no_log: true}
   model: {description: Served model name., type: str, required: true}
   tokenizer: {description: Tokenizer directory or Hub id (read offline)., type: str, required: true}
-  profile: {description: Profile (keys of PROFILE_FLAGS in module_utils/sglang_bench)., type: dict, required: true}
+  profile: {description: Profile (keys of PROFILE_FLAGS in plugins/module_utils/sglang_bench.py)., type: dict, required: true}
   dataset_path: {description: Staged dataset file; empty for random-ids., type: path, default: ""}
   dataset_sha256: {description: Its expected sha256; checked before the run., type: str, default: ""}
   work_dir: {description: Private directory for the log, progress and output., type: path, required: true}

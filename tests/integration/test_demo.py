@@ -84,6 +84,6 @@ def test_a_no_op_serve_only_reads_each_host(demo):
                 and delegated.get("ansible_host") != "localhost":
             on_host[data["host"]].append(data["task"])
     assert on_host == {host: ["install | Read the installed packages and the service account",
-                              "Read what the venv was installed from",
+                              "pinned_venv | Read what the venv was installed from",
                               "configure | Read the service's files and units"]
                        for host in DEMO}

@@ -1,7 +1,7 @@
 """The contracts between roles: each role's argument_specs mirror its defaults and cover
-every entry point used through tasks_from; no role, playbook, scenario, tool or plugin
-reads another role's internal (`__<role>_`) names, and no playbook reads any `__` name;
-and the collection pins match."""
+every entry point used through tasks_from, named bare so that Ansible validates it; no
+role, playbook, scenario, tool or plugin reads another role's internal (`__<role>_`)
+names, and no playbook reads any `__` name; and the collection pins match."""
 import json
 import re
 from pathlib import Path
@@ -61,49 +61,63 @@ def role_calls(data):
             yield from role_calls(item)
 
 
-def tasks_from_targets():
-    """{(role, entry point): [files that use it]} for every literal tasks_from."""
-    found = {}
+def tasks_from_calls():
+    """(file, role, tasks_from as written) for every literal tasks_from."""
     for top in ("roles", "playbooks", "molecule", "tools"):
         for path in sorted((ROOT / top).rglob("*.y*ml")):
             for call in role_calls(yaml.load(path.read_text(), Loader=_AnyTagLoader)):
                 role, entry = call.get("name", call.get("role")), call.get("tasks_from")
                 if entry is None or "{{" in str(role) + str(entry):
                     continue
-                stem = Path(entry).stem if entry.endswith((".yml", ".yaml")) else entry
-                found.setdefault((role, stem), []).append(str(path.relative_to(ROOT)))
+                yield str(path.relative_to(ROOT)), role, str(entry)
+
+
+def tasks_from_targets():
+    """{(role, entry point): [files that use it]} for every literal tasks_from."""
+    found = {}
+    for path, role, entry in tasks_from_calls():
+        stem = Path(entry).stem if entry.endswith((".yml", ".yaml")) else entry
+        found.setdefault((role, stem), []).append(path)
     return found
 
 
 TARGETS = tasks_from_targets()
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", ALL_ROLES)
+def test_every_argument_spec_entry_point_has_its_tasks_file(role):
+    for entry in argument_specs(role):
+        assert (ROOT / "roles" / role / "tasks" / f"{entry}.yml").is_file(), \
+            f"{role}: argument_specs entry {entry!r} names no task file"
+
+
+@pytest.mark.parametrize("role", ALL_ROLES)
 def test_argument_specs_mirror_defaults(role):
-    """Every entry point's options, together, mirror the role's defaults.
+    """Every option is described, carries the role prefix and is either required or has a
+    default; the options with a default, over all entry points, are the role's defaults
+    exactly, value for value, and entry points that share an option agree on it.
 
     An ordinary role declares its inputs on main; an internal shared role (toolkit_common)
     declares them on the entry points that take them, and its main takes none.
     """
-    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
-    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    defaults_path = ROOT / "roles" / role / "defaults" / "main.yml"
+    defaults = (yaml.safe_load(defaults_path.read_text()) if defaults_path.exists() else None) or {}
     with_default = {}
-    for entry, spec in specs["argument_specs"].items():
+    for entry, spec in argument_specs(role).items():
+        description = spec.get("description", [])
+        assert all(isinstance(line, str) for line in
+                   (description if isinstance(description, list) else [description])), (
+            f"{role}:{entry}: description lines must be strings (a ': ' makes a mapping)")
         for name, option in (spec.get("options") or {}).items():
-            assert option.get("description"), f"{entry}: {name} has no description"
-            assert name.startswith(role + "_"), f"{entry}: {name} lacks the role prefix"
-            assert ("default" in option) != option.get("required", False), f"{entry}: {name}"
+            assert option.get("description"), f"{role}:{entry}: {name} has no description"
+            assert name.startswith(role + "_"), f"{role}:{entry}: {name} lacks the role prefix"
+            assert ("default" in option) != option.get("required", False), f"{role}:{entry}: {name}"
             if "default" in option:
                 assert with_default.setdefault(name, option["default"]) == option["default"], (
-                    f"{name}: entry points disagree on its default")
+                    f"{role}: entry points disagree on the default of {name}")
+                assert name in defaults, f"{role}:{entry}: {name} is not in defaults/main.yml"
+                assert defaults[name] == option["default"], f"{role}:{entry}: {name}"
     assert with_default == defaults
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_every_entry_point_has_its_tasks_file(role):
-    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    for entry in specs["argument_specs"]:
-        assert (ROOT / "roles" / role / "tasks" / f"{entry}.yml").is_file(), entry
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -132,10 +146,9 @@ def test_tasks_from_targets_are_found():
     assert ("sglang_rollout", "batch") in TARGETS
 
 
-# The specs document each entry point's contract; Ansible does not check them at run time
-# here: it looks the spec up by the literal tasks_from value (ansible-core 2.19,
-# Role._prepend_validation_task), and `tasks_from: plan.yml` finds no entry `plan.yml`.
-# Only `main` is validated, as before.
+# Ansible looks an entry point's spec up by the literal tasks_from value (ansible-core 2.19,
+# Role._prepend_validation_task): `tasks_from: plan` is validated against the entry `plan`,
+# `tasks_from: plan.yml` against nothing. Hence bare names, and a spec for each.
 @pytest.mark.parametrize("target", sorted(TARGETS), ids=lambda t: "%s:%s" % t)
 def test_every_tasks_from_entry_point_has_an_argument_spec(target):
     role, entry = target
@@ -147,19 +160,12 @@ def test_every_tasks_from_entry_point_has_an_argument_spec(target):
     assert isinstance(spec.get("options"), dict), f"{role}:{entry}: options (or options: {{}})"
 
 
-@pytest.mark.parametrize("role", ALL_ROLES)
-def test_entry_point_specs_agree_with_defaults_and_task_files(role):
-    defaults_path = ROOT / "roles" / role / "defaults" / "main.yml"
-    defaults = yaml.safe_load(defaults_path.read_text()) if defaults_path.exists() else {}
-    for entry, spec in argument_specs(role).items():
-        assert (ROOT / "roles" / role / "tasks" / (entry + ".yml")).is_file(), \
-            f"{role}: argument_specs entry {entry!r} names no task file"
-        for name, option in (spec.get("options") or {}).items():
-            assert option.get("description"), f"{role}:{entry}: {name} has no description"
-            assert name.startswith(role + "_"), f"{role}:{entry}: {name} lacks the role prefix"
-            assert ("default" in option) != option.get("required", False), f"{role}:{entry}: {name}"
-            if "default" in option:
-                assert defaults.get(name) == option["default"], f"{role}:{entry}: {name}"
+def test_tasks_from_names_the_entry_point_not_its_file():
+    with_suffix = sorted(f"{path}: {role} tasks_from {entry}"
+                         for path, role, entry in tasks_from_calls()
+                         if entry.endswith((".yml", ".yaml")))
+    assert not with_suffix, "write the entry point's bare name, which Ansible validates: " \
+        + "; ".join(with_suffix)
 
 
 @pytest.mark.parametrize("path", [p for p, _ in scanned_files()],
