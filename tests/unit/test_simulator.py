@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -128,6 +129,7 @@ def test_info_routes(sim_factory):
     assert sim.json("/get_model_info")["model_path"] == "moonshotai/Kimi-K2-Thinking"
     info = sim.json("/get_server_info")
     assert info["tensor_parallel_size"] == 8 and "not SGLang" in info["simulator"]
+    assert sim.json("/server_info") == info
     assert sim.request("/metrics")[0] == 404  # only with --enable-metrics
 
 
@@ -269,3 +271,36 @@ def test_latency_model_sets_time_to_first_token(sim_factory):
     sim.json("/generate", {"text": "Question: What is 15% of 240?\nAnswer:",
                            "sampling_params": {"max_new_tokens": 1}})
     assert time.monotonic() - start >= 0.3
+
+
+# ---- What the real server writes and returns that holds its API key (issue 14, fault 3)
+
+def test_start_logs_every_argument_with_the_key_in_clear_like_sglang(sim_factory):
+    # SGLang 0.5.6.post1, entrypoints/engine.py: logger.info(f"{server_args=}") with the
+    # root logger's "[%Y-%m-%d %H:%M:%S] " prefix, api_key among the fields.
+    sim = sim_factory([*THINKING, "--api-key", "s3cret"], api_key="s3cret")
+    sim.proc.terminate()
+    out = sim.proc.communicate(timeout=20)[0]
+    [line] = [line for line in out.splitlines() if "server_args=" in line]
+    assert re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] server_args=ServerArgs\(model_path=", line)
+    assert "api_key='s3cret'" in line and "tensor_parallel_size=8" in line
+
+
+def test_start_logs_no_arguments_below_info(sim_factory):
+    sim = sim_factory([*THINKING, "--api-key", "s3cret", "--log-level", "warning"],
+                      api_key="s3cret")
+    sim.proc.terminate()
+    assert "server_args=" not in sim.proc.communicate(timeout=20)[0]
+
+
+def test_server_info_returns_the_key_to_a_key_holder_like_sglang(sim_factory, tmp_path):
+    # http_server.py, server_info: dataclasses.asdict(server_args), api_key included;
+    # /get_server_info is the deprecated name and logs a warning saying so.
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text('api-key: "s3cret"\n')
+    sim = sim_factory([*THINKING, "--config", str(secrets)], api_key="s3cret")
+    assert sim.request("/get_server_info", key="")[0] == 401
+    assert sim.json("/get_server_info")["api_key"] == "s3cret"
+    assert sim.json("/server_info")["api_key"] == "s3cret"
+    sim.proc.terminate()
+    assert "Endpoint '/get_server_info' is deprecated" in sim.proc.communicate(timeout=20)[0]

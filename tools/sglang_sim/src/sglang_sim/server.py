@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 from . import __version__
+from .log import log
 from .answers import Model, Reply, kimi_tool_markup
 
 SIMULATED_VERSION = "0.5.6.post1"
@@ -133,7 +134,8 @@ class Handler(BaseHTTPRequestHandler):
         routes = {
             ("GET", "/v1/models"): self._models,
             ("GET", "/get_model_info"): self._model_info,
-            ("GET", "/get_server_info"): self._server_info,
+            ("GET", "/get_server_info"): self._get_server_info,
+            ("GET", "/server_info"): self._server_info,
             ("GET", "/metrics"): self._metrics,
             ("POST", "/generate"): self._generate,
             ("POST", "/v1/chat/completions"): self._chat,
@@ -167,8 +169,15 @@ class Handler(BaseHTTPRequestHandler):
                          "tokenizer_path": args.tokenizer_path or args.model_path,
                          "is_generation": True, "weight_version": "default"})
 
+    def _get_server_info(self) -> None:
+        log("Endpoint '/get_server_info' is deprecated and will be removed in a future "
+            "version. Please use '/server_info' instead.")
+        self._server_info()
+
     def _server_info(self) -> None:
-        info = {k: v for k, v in vars(self.state.args).items() if k != "api_key"}
+        # Like SGLang (http_server.py, server_info): every server argument, the API key
+        # among them, to whoever holds the key.
+        info = dict(vars(self.state.args))
         info["version"] = SIMULATED_VERSION
         info["simulator"] = f"sglang_sim {__version__}: a test double, not SGLang"
         self._json(200, info)
