@@ -8,9 +8,11 @@ fleet the controller's cost per host and task is what a plan or a preflight take
 Arguments:
   launch    {problems, argv, resolved}: what the sglang_launch filter returns
   preflight when true, fail on the first check that does not pass, in this order:
-            required (false: the variant or the API key is not set), the launch's
-            problems, then ranks that disagree
+            required (false: the variant or the API key is not set), settings out of
+            range, the launch's problems, then ranks that disagree
   required  whether sglang_service_variant and sglang_service_api_key are set
+  settings  messages about settings out of range (the setting_problems filter), checked
+            after required and before the launch's problems
   group     the deployment group (named in the message about ranks)
   ranks     [host, SGLang version, model path] per rank of a multi-node server; empty
             for a single-node one
@@ -47,6 +49,7 @@ ARGUMENT_SPEC = {
     "launch": {"type": "dict", "required": True},
     "preflight": {"type": "bool", "default": False},
     "required": {"type": "bool", "default": True},
+    "settings": {"type": "list", "elements": "str", "default": []},
     "group": {"type": "str", "default": ""},
     "ranks": {"type": "list", "elements": "list", "default": []},
 }
@@ -78,6 +81,8 @@ def preflight_problem(args: dict[str, Any]) -> str | None:
     """The first reason this host must not be changed, or None."""
     if not args["required"]:
         return REQUIRED_MSG
+    if args["settings"]:
+        return " | ".join(args["settings"])
     problems = args["launch"].get("problems") or []
     if problems:
         return " | ".join(problems)

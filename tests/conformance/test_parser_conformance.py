@@ -110,3 +110,24 @@ def test_committed_manifest_is_what_the_real_parser_says():
                                capture_output=True, text=True, check=True).stdout
     committed = (ROOT / "manifests" / "sglang" / f"{VERSION}.json").read_text()
     assert json.loads(generated) == json.loads(committed)
+
+
+def test_the_simulator_parses_kimi_output_as_every_real_parser_does():
+    """Each --reasoning-parser and --tool-call-parser name the pinned version accepts
+    treats Kimi-K2's raw output in the simulator as in SGLang: a known but wrong name
+    fails verification there as it would on a GPU host (issue 14, fault 8)."""
+    from sglang_sim import parsers
+    from sglang_sim.answers import kimi_tool_markup
+    texts = ["<think>Let me reason.</think>The answer is 36.", "The answer is 36.",
+             "<think>Cut off before the end", ""]
+    call = {"id": "functions.get_weather:0", "index": 0, "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'}}
+    request = {"texts": texts, "tool_text": kimi_tool_markup([call])}
+    out = subprocess.run([SGLANG_PYTHON, str(Path(__file__).with_name("real_chat_parsers.py"))],
+                         input=json.dumps(request), capture_output=True, text=True, check=True)
+    real = json.loads(out.stdout)
+    assert set(real["reasoning"]) == parsers.known_reasoning_parsers()
+    for name, results in real["reasoning"].items():
+        assert [list(parsers.split_reasoning(name, t)) for t in texts] == results, name
+    assert {name for name, found in real["tool_calls"].items() if found} == {
+        parsers.KIMI_TOOL_CALL_PARSER}

@@ -1,9 +1,14 @@
 """The demo: a simulated fleet converged by the real site playbook, then probed."""
+import getpass
+import os
+import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
-from runner import play, task_results
+from runner import ROOT, play, task_results
 
 DEMO = ["kimi-demo-1", "kimi-demo-2"]
 
@@ -83,7 +88,93 @@ def test_a_no_op_serve_only_reads_each_host(demo):
                 and data["task_action"].rsplit(".", 1)[-1] not in CONTROLLER_ACTIONS \
                 and delegated.get("ansible_host") != "localhost":
             on_host[data["host"]].append(data["task"])
-    assert on_host == {host: ["install | Read the installed packages and the service account",
+    assert on_host == {host: ["Lock each host for this run",
+                              "install | Read the installed packages and the service account",
                               "pinned_venv | Read what the venv was installed from",
-                              "configure | Read the service's files and units"]
+                              "configure | Read the service's files and units",
+                              "Unlock each host"]
                        for host in DEMO}
+
+
+# ---- Two operators (issue 14, fault 4): the second run is refused at once, naming the
+# first; a killed run's lock is broken only when the operator says so.
+
+HOST_LOCK = "/var/lib/kimi-k2-toolkit/lock.json"
+
+
+def start(playbook, lock_dir, *args, inventory=ROOT / "inventories" / "demo"):
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "KIMI_K2_LOCK_DIR": str(lock_dir)}
+    return subprocess.Popen([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i",
+                             str(inventory), str(ROOT / "playbooks" / playbook), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+
+
+def host_locked(host):
+    return subprocess.run(["podman", "exec", host, "test", "-e", HOST_LOCK]).returncode == 0
+
+
+def wait_until_locked(run, budget=180):
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        assert run.poll() is None, run.stdout.read()
+        if all(host_locked(host) for host in DEMO):
+            return
+        time.sleep(0.5)
+    raise AssertionError("the first run never locked the hosts")
+
+
+def finish(run, timeout=900):
+    out = run.communicate(timeout=timeout)[0]
+    return run.returncode, out
+
+
+def test_a_second_run_is_refused_at_once_naming_the_first(demo, tmp_path):
+    first = start("site.yml", tmp_path / "locks")
+    wait_until_locked(first)
+    # Same inventory, same controller: the inventory's lock refuses it.
+    began = time.monotonic()
+    rc, out = finish(start("serve.yml", tmp_path / "locks"), timeout=120)
+    assert rc != 0 and time.monotonic() - began < 60, out
+    text = " ".join(out.split())
+    assert f"Another run holds this inventory: run {getpass.getuser()}@" in text, out
+    assert f"(ansible-playbook pid {first.pid}, site) since 20" in text, out
+    # Another copy of the inventory (another operator's checkout) on the same hosts: each
+    # host's lock refuses it.
+    copy = tmp_path / "demo-copy"
+    shutil.copytree(ROOT / "inventories" / "demo", copy)
+    rc, out = finish(start("serve.yml", tmp_path / "locks", inventory=copy), timeout=120)
+    assert rc != 0, out
+    assert "kimi-demo-1 is held by another run" in " ".join(out.split()), out
+    # The first run was not disturbed, and gave every lock back.
+    rc, out = finish(first)
+    assert rc == 0, out
+    assert not any(host_locked(host) for host in DEMO)
+    assert not list((tmp_path / "locks").glob("*.json"))
+
+
+def test_a_killed_runs_lock_is_broken_only_when_asked(demo, tmp_path):
+    first = start("serve.yml", tmp_path / "locks")
+    wait_until_locked(first)
+    os.killpg(first.pid, signal.SIGKILL)  # the controller dies: no callback, no release
+    first.wait()
+    rc, out = finish(start("serve.yml", tmp_path / "locks"), timeout=120)
+    text = " ".join(out.split())
+    assert rc != 0 and "whose process is gone" in text, out
+    assert "-e toolkit_break_lock=true" in text
+    rc, out = finish(start("serve.yml", tmp_path / "locks", "-e", "toolkit_break_lock=true"))
+    assert rc == 0, out
+    assert "broke the inventory lock of a run that is gone" in " ".join(out.split())
+    assert not any(host_locked(host) for host in DEMO)
+
+
+def test_a_failed_run_gives_its_locks_back_to_the_next(demo, tmp_path):
+    # A run that fails after it took the locks: the callback gives back the inventory's
+    # lock, and the next run takes over the host locks the failure left, saying so.
+    rc, out = finish(start("serve.yml", tmp_path / "locks", "-e",
+                           "sglang_service_start_timeout=0"))
+    assert rc != 0, out
+    assert not list((tmp_path / "locks").glob("*.json")), out
+    rc, out = finish(start("serve.yml", tmp_path / "locks"))
+    assert rc == 0, out

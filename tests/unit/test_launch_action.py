@@ -47,6 +47,13 @@ def test_missing_required_variables_are_reported_before_launch_problems():
     assert "tp 32" not in result["msg"]
 
 
+def test_settings_out_of_range_are_reported_before_launch_problems():
+    result = run({"launch": BAD, "preflight": True,
+                  "settings": ["sglang_service_port is 0: set it to a TCP port from 1 to 65535"]})
+    assert result["failed"] is True
+    assert result["msg"] == "sglang_service_port is 0: set it to a TCP port from 1 to 65535"
+
+
 @pytest.mark.parametrize("ranks,differs", [
     ([["n0", "0.5.6.post1", "/srv/m"], ["n1", "0.5.5", "/srv/m"]], "0.5.5"),
     ([["n0", "0.5.6.post1", "/srv/m"], ["n1", "0.5.6.post1", "/srv/other"]], "/srv/other"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import GSM8K_TEST
+from conftest import GSM8K_TEST, SHARED
 from sim_process import SIM_SRC, Sim
 from sglang_sim.server import _Pace
 
@@ -129,6 +130,7 @@ def test_info_routes(sim_factory):
     assert sim.json("/get_model_info")["model_path"] == "moonshotai/Kimi-K2-Thinking"
     info = sim.json("/get_server_info")
     assert info["tensor_parallel_size"] == 8 and "not SGLang" in info["simulator"]
+    assert sim.json("/server_info") == info
     assert sim.request("/metrics")[0] == 404  # only with --enable-metrics
 
 
@@ -281,3 +283,119 @@ def test_a_stream_keeps_the_models_clock_after_a_late_wake_up():
     assert time.monotonic() - start < 0.2
     pace.wait(0.1)    # due at 200 ms since the stream began
     assert 0.19 <= time.monotonic() - start < 0.3
+
+
+# ---- What the real server writes and returns that holds its API key (issue 14, fault 3)
+
+def test_start_logs_every_argument_with_the_key_in_clear_like_sglang(sim_factory):
+    # SGLang 0.5.6.post1, entrypoints/engine.py: logger.info(f"{server_args=}") with the
+    # root logger's "[%Y-%m-%d %H:%M:%S] " prefix, api_key among the fields.
+    sim = sim_factory([*THINKING, "--api-key", "s3cret"], api_key="s3cret")
+    sim.proc.terminate()
+    out = sim.proc.communicate(timeout=20)[0]
+    [line] = [line for line in out.splitlines() if "server_args=" in line]
+    assert re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] server_args=ServerArgs\(model_path=", line)
+    assert "api_key='s3cret'" in line and "tensor_parallel_size=8" in line
+
+
+def test_start_logs_no_arguments_below_info(sim_factory):
+    sim = sim_factory([*THINKING, "--api-key", "s3cret", "--log-level", "warning"],
+                      api_key="s3cret")
+    sim.proc.terminate()
+    assert "server_args=" not in sim.proc.communicate(timeout=20)[0]
+
+
+def test_server_info_returns_the_key_to_a_key_holder_like_sglang(sim_factory, tmp_path):
+    # http_server.py, server_info: dataclasses.asdict(server_args), api_key included;
+    # /get_server_info is the deprecated name and logs a warning saying so.
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text('api-key: "s3cret"\n')
+    sim = sim_factory([*THINKING, "--config", str(secrets)], api_key="s3cret")
+    assert sim.request("/get_server_info", key="")[0] == 401
+    assert sim.json("/get_server_info")["api_key"] == "s3cret"
+    assert sim.json("/server_info")["api_key"] == "s3cret"
+    sim.proc.terminate()
+    assert "Endpoint '/get_server_info' is deprecated" in sim.proc.communicate(timeout=20)[0]
+
+
+# ---- Parser names and a refused body (issue 14, fault 8)
+
+def _choices(options, dest):
+    [option] = [o for o in options if o["dest"] == dest]
+    return option["choices"]
+
+
+@pytest.mark.parametrize("dest", ["reasoning_parser", "tool_call_parser"])
+def test_parser_names_are_exactly_the_pinned_real_parsers(dest):
+    from sglang_sim import cli, parsers
+    real = json.loads((SHARED / "reference" / "sglang-0.5.6.post1-cli.json").read_text())
+    real_options = real["options"] if isinstance(real, dict) else real
+    ours = _choices(cli.manifest()["options"], dest)
+    assert ours == _choices(real_options, dest)
+    if dest == "reasoning_parser":  # and every one of them has its behaviour modelled
+        assert parsers.known_reasoning_parsers() == set(ours)
+
+
+@pytest.mark.parametrize("flag,name", [("--reasoning-parser", "kimi-k2"),
+                                       ("--tool-call-parser", "kimi")])
+@pytest.mark.parametrize("through_config", [False, True])
+def test_an_unknown_parser_name_fails_the_start_like_sglang(tmp_path, flag, name,
+                                                            through_config):
+    argv = ["--model-path", "moonshotai/Kimi-K2-Thinking", flag, name]
+    if through_config:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"{flag[2:]}: {json.dumps(name)}\n")
+        argv = ["--model-path", "moonshotai/Kimi-K2-Thinking", "--config", str(config)]
+    result = run_sim(argv)
+    assert result.returncode == 2  # argparse's exit, as SGLang's own parser
+    assert f"error: argument {flag}: invalid choice: '{name}' (choose from" in result.stderr
+
+
+def _chat(sim, content, **body):
+    return sim.json("/v1/chat/completions", {
+        "messages": [{"role": "user", "content": content}], **body})["choices"][0]["message"]
+
+
+def test_a_known_tool_call_parser_other_than_kimi_k2_extracts_no_kimi_tool_call(sim_factory):
+    # SGLang 0.5.6.post1: of its 15 tool-call parsers only kimi_k2 knows Kimi's markup.
+    sim = sim_factory(["--model-path", "moonshotai/Kimi-K2-Instruct",
+                       "--tool-call-parser", "qwen25"])
+    message = _chat(sim, "What's the weather in Beijing?", tools=[WEATHER_TOOL])
+    assert "tool_calls" not in message
+    assert "<|tool_calls_section_begin|>" in message["content"]
+
+
+@pytest.mark.parametrize("name,reasoning_in,content_starts", [
+    ("kimi", False, "<think>"),           # Kimi-VL's tokens: Kimi-K2's block stays in content
+    ("qwen3", True, "To find"),           # <think> ... </think>: split like kimi_k2
+    ("minimax-append-think", False, "<think><think>"),
+])
+def test_a_known_reasoning_parser_splits_thinking_output_as_its_detector_does(
+        sim_factory, name, reasoning_in, content_starts):
+    sim = sim_factory(["--model-path", "moonshotai/Kimi-K2-Thinking", "--reasoning-parser", name])
+    message = _chat(sim, PERCENT)
+    assert bool(message["reasoning_content"]) is reasoning_in
+    assert message["content"].startswith(content_starts) and "36" in message["content"]
+
+
+def test_a_non_forced_reasoning_parser_leaves_instruct_content_alone(sim_factory):
+    sim = sim_factory([*INSTRUCT, "--reasoning-parser", "qwen3"])
+    message = _chat(sim, PERCENT)
+    assert "36" in message["content"] and not message["reasoning_content"]
+
+
+def test_a_wrong_key_gets_401_before_the_body_is_read_past_a_bound(sim_factory):
+    # uvicorn stops reading a body at 64 KiB that SGLang's key middleware refused; a
+    # client announcing 64 MiB and sending 1 MiB must get its 401 without sending more.
+    import socket
+    sim = sim_factory([*THINKING, "--api-key", "s3cret"], api_key="s3cret")
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=10) as conn:
+        conn.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 67108864\r\n\r\n")
+        try:
+            conn.sendall(b"x" * (1 << 20))
+        except OSError:
+            pass  # the server may close before it took the whole megabyte
+        conn.settimeout(10)
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401"), answer

@@ -20,6 +20,7 @@ import time
 
 from . import __version__, cli, rules
 from .answers import Model
+from .log import log, server_args_line, set_level
 from .server import SIMULATED_VERSION, State, Timing, make_server
 
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"AssertionError: {error}", file=sys.stderr)
         return 1
     args.enable_dp_attention = rules.effective_dp_attention(args)
+    set_level(args.log_level)
+    # SGLang 0.5.6.post1 logs every argument at INFO, the API key in clear among them
+    # (entrypoints/engine.py, _launch_subprocesses): so does its double.
+    log(server_args_line(args), "info")
     print(f"sglang_sim {__version__} (a test double of SGLang {SIMULATED_VERSION}, "
           f"not SGLang): rank {args.node_rank}/{args.nnodes}, tp {args.tensor_parallel_size}, "
           f"dp {args.data_parallel_size}, ep {args.expert_parallel_size}, model {args.model_path}", flush=True)

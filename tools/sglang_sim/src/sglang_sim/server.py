@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
-from . import __version__
+from . import __version__, parsers
+from .log import log
 from .answers import Model, Reply, kimi_tool_markup
 
 SIMULATED_VERSION = "0.5.6.post1"
+# uvicorn's HIGH_WATER_LIMIT (protocols/http/flow_control.py): the request body it buffers
+# before it pauses reading, all a request refused by SGLang's key check gets read of it.
+UNAUTHORISED_READ_LIMIT = 65536
 
 
 class _Pace:
@@ -132,22 +136,31 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
-        # Read the body before any early answer (401, 404, 503): bytes left unread would be
-        # taken for the next request on a kept-alive connection (a router reuses them).
-        self._raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         path = self.path.split("?", 1)[0]
         state = self.state
+        length = int(self.headers.get("Content-Length") or 0)
+        if state.args.node_rank == 0 and not self._authorised():
+            # SGLang's key check is a middleware that answers 401 before the app reads the
+            # body; uvicorn buffers at most its flow-control limit of it and stops reading
+            # the socket. So does this, closing a connection whose body is left unread: a
+            # wrong key costs the server at most that much.
+            self.rfile.read(min(length, UNAUTHORISED_READ_LIMIT))
+            if length > UNAUTHORISED_READ_LIMIT:
+                self.close_connection = True
+            return self._json(401, {"error": "Unauthorized"})
+        # Read the body before any other early answer (404, 503): bytes left unread would
+        # be taken for the next request on a kept-alive connection (a router reuses them).
+        self._raw_body = self.rfile.read(length)
         if path in ("/health", "/health_generate"):
             ok = state.ready and not state.draining
             return self._text(200 if ok else 503, "" if ok else "warming up or draining")
         if state.args.node_rank >= 1:  # SGLang's non-zero ranks serve only /health
             return self._json(404, {"detail": "Not Found"})
-        if not self._authorised():
-            return self._json(401, {"error": "Unauthorized"})
         routes = {
             ("GET", "/v1/models"): self._models,
             ("GET", "/get_model_info"): self._model_info,
-            ("GET", "/get_server_info"): self._server_info,
+            ("GET", "/get_server_info"): self._get_server_info,
+            ("GET", "/server_info"): self._server_info,
             ("GET", "/metrics"): self._metrics,
             ("POST", "/generate"): self._generate,
             ("POST", "/v1/chat/completions"): self._chat,
@@ -181,8 +194,15 @@ class Handler(BaseHTTPRequestHandler):
                          "tokenizer_path": args.tokenizer_path or args.model_path,
                          "is_generation": True, "weight_version": "default"})
 
+    def _get_server_info(self) -> None:
+        log("Endpoint '/get_server_info' is deprecated and will be removed in a future "
+            "version. Please use '/server_info' instead.")
+        self._server_info()
+
     def _server_info(self) -> None:
-        info = {k: v for k, v in vars(self.state.args).items() if k != "api_key"}
+        # Like SGLang (http_server.py, server_info): every server argument, the API key
+        # among them, to whoever holds the key.
+        info = dict(vars(self.state.args))
         info["version"] = SIMULATED_VERSION
         info["simulator"] = f"sglang_sim {__version__}: a test double, not SGLang"
         self._json(200, info)
@@ -268,16 +288,14 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("tool_choice") == "none":
             tools = []
         reply = self.state.model.chat(body.get("messages") or [], tools, self.state.thinking)
-        if reply.tool_calls and not args.tool_call_parser:
-            reply = Reply(kimi_tool_markup(reply.tool_calls), reply.reasoning)
-        if reply.reasoning and not args.reasoning_parser:
-            # No parser: the thinking model's <think> block stays inside content.
-            reply = Reply(f"<think>{reply.reasoning}</think>{reply.content}", "",
-                          reply.tool_calls)
-        elif args.reasoning_parser and not self.state.thinking:
-            # The 0.5.6.post1 trap: kimi_k2 reasoning parser on a non-thinking model.
-            reply = Reply("", (reply.reasoning + " " + reply.content).strip(),
-                          reply.tool_calls)
+        # The model's raw text, as Kimi-K2 writes it, then the parsers SGLang would run on
+        # it (parsers.py): a known name that does not fit Kimi-K2 fails as in SGLang.
+        content, calls = reply.content, reply.tool_calls
+        if calls and args.tool_call_parser != parsers.KIMI_TOOL_CALL_PARSER:
+            content, calls = content + kimi_tool_markup(calls), []
+        raw = f"<think>{reply.reasoning}</think>{content}" if reply.reasoning else content
+        reasoning, content = parsers.split_reasoning(args.reasoning_parser, raw)
+        reply = Reply(content, reasoning, calls)
         return reply, "tool_calls" if reply.tool_calls else "stop"
 
     def _chat(self) -> None:

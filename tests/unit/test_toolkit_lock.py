@@ -1,0 +1,113 @@
+"""The toolkit's locks: one run holds a lock file, re-entrant, replaced only when asked
+for the run that holds it (issue 14, fault 4; the two-run test is in
+tests/integration/test_demo.py)."""
+import multiprocessing
+import os
+import socket
+import subprocess
+
+import pytest
+from ansible_collections.kimi_k2.sglang.plugins.action import toolkit_lock as action
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import toolkit_lock as lock
+
+
+def record(run_id, **more):
+    return {"run_id": run_id, "owner": "ops@ctl", "controller": "ctl", "pid": 1,
+            "started": "2026-12-05T10:00:00Z", "playbook": "serve", **more}
+
+
+def test_one_run_holds_the_lock_and_takes_it_again_without_effect(tmp_path):
+    path = str(tmp_path / "lock.json")
+    assert lock.acquire(path, record("a")) == (True, None)
+    assert lock.acquire(path, record("a")) == (True, None)  # serve.yml inside site.yml
+    held, holder = lock.acquire(path, record("b"))
+    assert not held and holder["run_id"] == "a"
+    assert "run a of ops@ctl (ansible-playbook pid 1, serve) since 2026-12-05" in \
+        lock.describe(holder)
+
+
+def test_a_lock_is_replaced_only_for_the_run_that_holds_it(tmp_path):
+    path = str(tmp_path / "lock.json")
+    lock.acquire(path, record("a"))
+    assert lock.acquire(path, record("c"), replace="b")[0] is False
+    assert lock.acquire(path, record("c"), replace="a") == (True, None)
+    assert lock.read(path)["run_id"] == "c"
+
+
+def test_only_the_holder_gives_it_back(tmp_path):
+    path = str(tmp_path / "lock.json")
+    lock.acquire(path, record("a"))
+    assert lock.release(path, "b") is False and os.path.exists(path)
+    assert lock.release(path, "a") is True and not os.path.exists(path)
+    assert lock.release(path, "a") is False
+
+
+def _race(path, run_id, out):
+    out.put((run_id, lock.acquire(path, record(run_id))[0]))
+
+
+def test_of_runs_racing_for_a_free_lock_exactly_one_wins(tmp_path):
+    path = str(tmp_path / "lock.json")
+    out = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_race, args=(path, f"r{i}", out)) for i in range(8)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    won = [run for run, held in (out.get() for _ in procs) if held]
+    assert len(won) == 1 and lock.read(path)["run_id"] == won[0]
+
+
+def test_a_record_cut_short_is_stale_not_a_crash(tmp_path):
+    path = tmp_path / "lock.json"
+    path.write_text('{"run_id": "a", "own')
+    held, holder = lock.acquire(str(path), record("b"))
+    assert not held and holder["unreadable"]
+    assert action.over(holder, "ctl") == "stale"
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["ansible-playbook", "-i", "inventories/demo", "playbooks/site.yml"], "site"),
+    (["ansible-playbook", "-e", "a=b.c.d", "kimi_k2.sglang.rollout", "--check"], "rollout"),
+    (["ansible-playbook", "/x/playbooks/serve.yaml", "-e", "@vars.yml"], "serve"),
+    (["ansible-playbook", "-i", "inventories/production"], ""),
+])
+def test_the_run_is_named_after_the_playbook_it_was_started_with(argv, name):
+    assert lock.top_playbook(argv) == name
+
+
+def test_a_process_is_alive_only_while_its_pid_is_the_same_process():
+    me = os.getpid()
+    assert lock.process_alive(me, lock.process_start(me))
+    assert not lock.process_alive(me, "1")  # the pid, but another start: reused
+    done = subprocess.run(["true"], check=True)
+    assert done.returncode == 0
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not lock.process_alive(gone.pid)
+    assert not lock.process_alive("not a pid")
+
+
+def test_how_a_holding_run_stands_from_this_controller(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIMI_K2_LOCK_DIR", str(tmp_path))
+    here = socket.gethostname()
+    me = os.getpid()
+    live = record("live", controller=here, pid=me, pid_start=lock.process_start(me))
+    assert action.over(live, here) == "live"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ended = record("ended", controller=here, pid=dead.pid)
+    assert action.over(ended, here) == "over"  # it gave back its controller lock
+    lock.acquire(str(tmp_path / "inv.json"), ended)
+    assert action.over(ended, here) == "stale"  # killed: its controller lock is left
+    assert action.over(record("x", controller="elsewhere"), here) == "unknown"
+
+
+def test_one_controller_lock_per_inventory(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIMI_K2_LOCK_DIR", str(tmp_path / "locks"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = action.controller_lock_path([str(tmp_path / "a")])
+    assert first == action.controller_lock_path([str(tmp_path / "a") + "/"])
+    assert first != action.controller_lock_path([str(tmp_path / "b")])
+    assert first.startswith(str(tmp_path / "locks") + "/a-")
