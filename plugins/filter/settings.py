@@ -23,11 +23,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # unit tests without Ansible
-    class AnsibleFilterError(Exception):  # type: ignore[no-redef]
-        pass
+from ansible.errors import AnsibleFilterError
 
 
 class Rule(NamedTuple):
@@ -67,8 +63,7 @@ RULES: dict[str, Rule] = {
     "nvidia_driver_repo_url": URL,
     "nvidia_driver_repo_key_url": URL,
     "nvidia_driver_reboot_timeout": _count(fix="seconds a reboot may take"),
-    # pinned_venv, sglang
-    "pinned_venv_index_url": URL,
+    # sglang
     "sglang_pip_index_url": URL,
     # sglang_benchmark
     "sglang_benchmark_sweep_prompts_per_concurrency": _count(fix="prompts per unit of concurrency"),
@@ -132,8 +127,14 @@ RULES: dict[str, Rule] = {
     "sglang_verify_gsm8k_retries": _count(0, fix="retries on transport errors"),
     "sglang_verify_gsm8k_deadline": _count(fix="seconds the gate may take"),
     "sglang_verify_gsm8k_dataset_url": URL,
-    # toolkit_common
+    # toolkit_common (internal: its callers pass it settings they checked)
     "toolkit_common_dataset_url": URL,
+    "toolkit_common_venv_index_url": URL,
+    "toolkit_common_service_health_url": URL,
+    "toolkit_common_service_health_min": _count(0, fix="the JSON field's minimum"),
+    "toolkit_common_service_health_timeout": _count(fix="seconds the health gate waits"),
+    "toolkit_common_service_health_interval": _count(fix="seconds between health polls"),
+    "toolkit_common_service_journal_lines": _count(fix="journal lines a failure shows"),
 }
 
 # With dp-attention, rank 0 of a server also binds dist_init_port + 1 .. + 5 (SGLang
@@ -225,7 +226,7 @@ def _expect(rule: Rule) -> str:
 
 # The roles whose settings have rules: a name belongs to the longest one it starts with
 # (sglang_router_port is sglang_router's, not sglang's).
-ROLES = ("gpu_preflight", "model_weights", "nvidia_driver", "pinned_venv", "sglang",
+ROLES = ("gpu_preflight", "model_weights", "nvidia_driver", "sglang",
          "sglang_benchmark", "sglang_rollout", "sglang_router", "sglang_service",
          "sglang_verify", "toolkit_common")
 

@@ -121,7 +121,7 @@ def test_setting_names_are_exactly_the_ruled_settings_of_the_roles_spec():
 
 # Internal roles: their ranged inputs are set by their callers from settings those callers
 # check (sglang_pip_index_url, sglang_verify_gsm8k_dataset_url, ...).
-CHECKED_BY_CALLERS = {"pinned_venv", "toolkit_common"}
+CHECKED_BY_CALLERS = {"toolkit_common"}
 
 
 def test_every_role_with_ranged_settings_checks_them():
