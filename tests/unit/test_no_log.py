@@ -14,8 +14,8 @@ from conftest import ROOT
 
 # Tasks whose *output* may hold a secret though no secret is among their arguments.
 OUTPUT_MAY_HOLD_A_SECRET = {
-    ("roles/sglang_service/tasks/wait_healthy.yml",
-     "wait_healthy | Read the journal of the failed start"):
+    ("roles/toolkit_common/tasks/service_health.yml",
+     "service_health | Read the journal of {{ toolkit_common_service_unit }}"):
         "journal lines written before the launcher masked the key may hold it",
 }
 NOT_SHOWN = {"name", "when", "no_log", "tags", "register", "changed_when", "failed_when",
