@@ -130,5 +130,5 @@ def test_every_role_with_ranged_settings_checks_them():
     for role in sorted(roles - CHECKED_BY_CALLERS):
         wiring = [path for path in (ROOT / "roles" / role).rglob("*.yml")
                   if f"'{role}' | kimi_k2.sglang.setting_names" in path.read_text()
-                  or f"toolkit_common_settings_role: {role}\n" in path.read_text()]
+                  or "tasks_from: settings\n" in path.read_text()]
         assert wiring, f"roles/{role} never runs its settings through setting_problems"
