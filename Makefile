@@ -84,12 +84,12 @@ plan: $(VENV)/.installed
 # Real SGLang's venv (torch and its wheels: ~6 GB written) installs in the background from
 # the start, beside the bootstrap (on a fresh machine: the test image's debootstrap, mostly
 # downloads), lint, the collection check and unit (side by side: each is one Python
-# process). Then the Molecule scenarios, two at a time, longest first; the last job in the
-# queue, `late` (conformance beside integration, which need the venv), takes the first
-# free place once the other scenarios have started: it mostly waits on the simulator's
-# latency model and so fills what the last scenario leaves of the two cores. -k: every
-# job runs and every failure is reported. Logs: build/sglang-venv.log,
-# build/molecule-<scenario>.log.
+# process). Then one queue, two jobs at a time: the Molecule scenarios, longest first, and
+# `late` (conformance beside integration, which need the venv), which mostly waits on the
+# simulator's latency model and so fills cores a scenario leaves idle. Make starts jobs in
+# this order once their prerequisites are built; `late` needs none of the test hosts'
+# wheels, so on a clean clone it starts beside `fleet`. -k: every job runs and every
+# failure is reported. Logs: build/sglang-venv.log, build/molecule-<scenario>.log.
 test: times-reset
 	@tools/timed sglang-venv $(MAKE) --no-print-directory $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
