@@ -26,15 +26,18 @@ unexport PYTHONDONTWRITEBYTECODE
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
 
-# Both venvs install with --no-compile: pip would byte-compile every module of every
-# package, most never imported (ansible's bundled collections; torch's, transformers' and
-# sympy's thousands of files), which cost the controller venv 84 s of CPU instead of 32 s.
-# Python compiles what the suite imports, once (see PYTHONDONTWRITEBYTECODE above).
-PIP_INSTALL = pip install --quiet --disable-pip-version-check
+# Both venvs are filled by uv (pinned in requirements.txt, bootstrapped with pip), which
+# resolves and unpacks in parallel and compiles nothing: on these 2-core machines pip
+# spent 32 s of CPU on the controller venv and ~200 s on SGLang's (with --no-compile;
+# byte-compiling everything cost more still), uv ~3 s and ~30 s. Python compiles what the
+# suite imports, once (see PYTHONDONTWRITEBYTECODE above). No cache: a run on a used
+# machine downloads and costs what it costs on a fresh one.
+UV_INSTALL = $(VENV)/bin/uv pip install --quiet --no-cache
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/$(PIP_INSTALL) --no-compile -r requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep '^uv==' requirements.txt)"
+	$(UV_INSTALL) --python $(VENV)/bin/python -r requirements.txt
 	touch $@
 
 # `make test` sets TESTBED_READY in its sub-makes: the test bed was set up once already.
@@ -45,10 +48,10 @@ endif
 
 # Real SGLang, CPU only: its parser (conformance, manifest generator), its GSM8K script
 # and bench_serving (integration). The last step compiles, once, what those import.
-$(SGLANG_VENV)/.installed: tests/conformance/requirements.txt
+$(SGLANG_VENV)/.installed: tests/conformance/requirements.txt $(VENV)/.installed
 	python3 -m venv $(SGLANG_VENV)
-	$(SGLANG_VENV)/bin/$(PIP_INSTALL) --no-compile -r tests/conformance/requirements.txt
-	$(SGLANG_VENV)/bin/$(PIP_INSTALL) --no-compile --no-deps sglang==$(SGLANG_VERSION)
+	$(UV_INSTALL) --python $(SGLANG_VENV)/bin/python -r tests/conformance/requirements.txt
+	$(UV_INSTALL) --python $(SGLANG_VENV)/bin/python --no-deps sglang==$(SGLANG_VERSION)
 	$(SGLANG_VENV)/bin/python -c "import sglang.srt.server_args, sglang.bench_serving, \
 	  sglang.test.few_shot_gsm8k, huggingface_hub.cli.hf"
 	touch $@
@@ -90,7 +93,7 @@ plan: $(VENV)/.installed
 # this order once their prerequisites are built; `late` needs none of the test hosts'
 # wheels, so on a clean clone it starts beside `fleet`. -k: every job runs and every
 # failure is reported. Logs: build/sglang-venv.log, build/molecule-<scenario>.log.
-test: times-reset
+test: times-reset $(VENV)/.installed
 	@tools/timed sglang-venv $(MAKE) --no-print-directory $(SGLANG_VENV)/.installed \
 	  > build/sglang-venv.log 2>&1 & venv=$$!; \
 	status=0; { $(MAKE) --no-print-directory bootstrap \
