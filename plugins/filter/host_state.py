@@ -60,6 +60,7 @@ def host_unit_running(state: dict[str, Any], unit: str) -> bool:
     found = _entry(state, "units", unit)
     return found.get("LoadState") == "loaded" and found.get("UnitFileState") == "enabled" \
         and found.get("ActiveState") in ("active", "activating") \
+        and found.get("SubState") != "auto-restart" \
         and found.get("NeedDaemonReload") == "no"
 
 
@@ -67,6 +68,15 @@ def host_unit_stale(state: dict[str, Any], unit: str) -> bool:
     """systemd runs an older version of the unit than the file on disk (a run that wrote
     the unit and failed before the restart): the service needs a reload and a restart."""
     return _entry(state, "units", unit).get("NeedDaemonReload") == "yes"
+
+
+def host_unit_failed(state: dict[str, Any], unit: str) -> str:
+    """systemd's Result for a unit it gave up on (failed: after its start limit, for one)
+    or waits to restart after a crash; empty for a unit that runs, starts or is stopped."""
+    found = _entry(state, "units", unit)
+    if found.get("ActiveState") == "failed" or found.get("SubState") == "auto-restart":
+        return found.get("Result") or "failed"
+    return ""
 
 
 class FilterModule:
@@ -78,4 +88,5 @@ class FilterModule:
             "host_account_current": host_account_current,
             "host_unit_running": host_unit_running,
             "host_unit_stale": host_unit_stale,
+            "host_unit_failed": host_unit_failed,
         }

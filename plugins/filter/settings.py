@@ -113,6 +113,7 @@ RULES: dict[str, Rule] = {
     "sglang_service_start_timeout": _count(fix="seconds a (re)start may take"),
     "sglang_service_health_interval": _count(fix="seconds between health polls"),
     "sglang_service_stop_timeout": _count(fix="seconds SGLang may drain at stop"),
+    "sglang_service_restart_delay": _count(0, fix="seconds from a crash to the restart"),
     "sglang_service_restart_burst": _count(fix="starts allowed per interval"),
     "sglang_service_restart_interval": _count(fix="seconds of the start-limit window"),
     # sglang_verify
@@ -264,6 +265,28 @@ def port_problems(settings: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# A server that crashes only after loading takes up to start_timeout + restart_delay per
+# start: the start-limit window must hold burst such starts, or systemd never stops it.
+START_LIMIT = ("sglang_service_restart_interval", "sglang_service_restart_burst",
+               "sglang_service_start_timeout", "sglang_service_restart_delay")
+
+
+def start_limit_problems(settings: Mapping[str, Any]) -> list[str]:
+    """The start-limit window too short to stop a server that crashes after a full load."""
+    if not all(name in settings for name in START_LIMIT):
+        return []
+    interval, burst, timeout, delay = (_number(settings[name], int) for name in START_LIMIT)
+    if None in (interval, burst, timeout, delay):
+        return []  # rule_problem names the value that is no number
+    least = burst * (timeout + delay)
+    if interval > least:
+        return []
+    return [f"sglang_service_restart_interval is {interval}: {burst} starts of a server that "
+            f"crashes after a full load take up to {least} s (sglang_service_restart_burst x "
+            f"(sglang_service_start_timeout + sglang_service_restart_delay)), so systemd would "
+            f"reload it forever: set it above {least}, or leave it unset (derived so)"]
+
+
 def setting_problems(settings: Mapping[str, Any]) -> list[str]:
     """One message per setting out of range (unknown names are refused: a typo in a
     role's list must not pass unchecked), then the host's port clashes."""
@@ -274,7 +297,7 @@ def setting_problems(settings: Mapping[str, Any]) -> list[str]:
         raise AnsibleFilterError(f"no range rule for {unknown}: add one to plugins/filter/settings.py")
     out = [problem for name, value in settings.items()
            if (problem := rule_problem(name, value, RULES[name])) is not None]
-    return out + port_problems(settings)
+    return out + port_problems(settings) + start_limit_problems(settings)
 
 
 class FilterModule:

@@ -58,7 +58,7 @@ read: {description: path -> content (empty when missing or unreadable)., type: d
 packages: {description: package -> true when dpkg has it installed., type: dict, returned: always}
 users: {description: "name -> {uid, gid, home, shell}; absent accounts are left out", type: dict, returned: always}
 groups: {description: "name -> {gid}; absent groups are left out", type: dict, returned: always}
-units: {description: "unit -> {ActiveState, MainPID, NeedDaemonReload, UnitFileState, LoadState}", type: dict, returned: always}
+units: {description: "unit -> {ActiveState, MainPID, NeedDaemonReload, UnitFileState, LoadState, SubState, Result}", type: dict, returned: always}
 """
 
 import grp
@@ -69,7 +69,8 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
-UNIT_PROPERTIES = ("ActiveState", "MainPID", "NeedDaemonReload", "UnitFileState", "LoadState")
+UNIT_PROPERTIES = ("ActiveState", "MainPID", "NeedDaemonReload", "UnitFileState", "LoadState",
+                   "SubState", "Result")
 READ_LIMIT = 65536
 
 

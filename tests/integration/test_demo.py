@@ -1,6 +1,8 @@
 """The demo: a simulated fleet converged by the real site playbook, then probed."""
 import getpass
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -178,3 +180,60 @@ def test_a_failed_run_gives_its_locks_back_to_the_next(demo, tmp_path):
     assert not list((tmp_path / "locks").glob("*.json")), out
     rc, out = finish(start("serve.yml", tmp_path / "locks"))
     assert rc == 0, out
+
+
+# ---- Fail fast and recover (issue 14, fault 5): a server that crashes at start fails the
+# health gate within seconds, naming the unit's state and the journal's tail (secrets
+# masked); systemd's giving up is recorded by the unit's OnFailure= hook and shown by
+# status.yml; a re-run with a good configuration clears the failure and serves again.
+
+DEMO_ENV = {"SGLANG_SIM_LOAD_SECONDS": 2, "SGLANG_SIM_WARMUP_SECONDS": 2,
+            "SGLANG_SIM_GSM8K": "/var/cache/sglang-verify/gsm8k-test.jsonl"}
+DEMO_KEY = "demo-key-not-a-secret"
+
+
+def unit_state(host):
+    out = subprocess.run(["podman", "exec", host, "systemctl", "show", "sglang.service",
+                          "-p", "ActiveState,Result"], check=True, capture_output=True,
+                         text=True).stdout
+    return dict(line.split("=", 1) for line in out.split())
+
+
+def test_a_server_that_crashes_at_start_fails_the_gate_at_once_and_a_good_run_recovers(demo, tmp_path):
+    host = "kimi-demo-2"
+    crash = {"sglang_service_extra_env": {**DEMO_ENV, "SGLANG_SIM_FAIL_AFTER_LOAD": "CUDA out of memory"},
+             # One start per window, a second between crash and restart: systemd gives up
+             # on the second start, seconds in.
+             "sglang_service_restart_burst": 1, "sglang_service_restart_delay": 1}
+    began = time.monotonic()
+    rc, out = finish(start("serve.yml", tmp_path / "locks", "--limit", host, "-e", json.dumps(crash)))
+    took = time.monotonic() - began
+    text = " ".join(out.split())
+    assert rc != 0, out
+    # The demo's start timeout is 120 s, polled every second: the old gate polled it out.
+    assert took < 120, (took, out)
+    assert "sglang.service failed while the health gate waited for" in text, out
+    polls = re.search(r"stopped at once, after (\d+) poll\(s\)", text)
+    assert polls and int(polls.group(1)) <= 20, out
+    assert "result exit-code" in text and "exit code 1" in text, out
+    assert "Scheduler hit an exception: CUDA out of memory" in text, out
+    assert DEMO_KEY not in out
+    # systemd gives up (the start limit refuses the automatic restart), and the
+    # OnFailure= hook records it.
+    deadline = time.monotonic() + 60
+    while unit_state(host) != {"ActiveState": "failed", "Result": "exit-code"}:
+        assert time.monotonic() < deadline, unit_state(host)
+        time.sleep(1)
+    record = json.loads(subprocess.run(
+        ["podman", "exec", host, "cat", "/var/lib/kimi-k2-toolkit/failures/sglang.service.json"],
+        check=True, capture_output=True, text=True).stdout)
+    assert record["result"] == "exit-code" and record["ended_with"] == "exit code 1", record
+    rc, out = finish(start("status.yml", tmp_path / "locks", "--limit", host))
+    assert rc == 0, out
+    assert re.search(r"sglang\.service is failed \(failed, result exit-code\); last failure "
+                     r"20\S+: result exit-code, exit code 1", " ".join(out.split())), out
+    # The inventory's own configuration: no manual reset-failed.
+    rc, out = finish(start("serve.yml", tmp_path / "locks", "--limit", host))
+    assert rc == 0, out
+    assert "had failed (result exit-code): this run clears its failed state" in " ".join(out.split()), out
+    assert unit_state(host) == {"ActiveState": "active", "Result": "success"}

@@ -124,6 +124,19 @@ def test_a_unit_that_a_start_would_change_is_not_running_as_wanted(key, value):
     assert flt.host_unit_stale(state, "s.service") == (key == "NeedDaemonReload")
 
 
+def test_a_unit_systemd_gave_up_on_or_waits_to_restart_is_failed_with_its_result():
+    # Issue 14, fault 5: serve clears such a unit (reset-failed) and starts it again.
+    base = {**STATE["units"]["s.service"], "SubState": "running", "Result": "success"}
+    assert flt.host_unit_failed({"units": {"s.service": base}}, "s.service") == ""
+    assert flt.host_unit_failed({"units": {}}, "s.service") == ""
+    failed = {**base, "ActiveState": "failed", "SubState": "failed", "Result": "start-limit-hit"}
+    assert flt.host_unit_failed({"units": {"s.service": failed}}, "s.service") == "start-limit-hit"
+    looping = {**base, "ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code"}
+    assert flt.host_unit_failed({"units": {"s.service": looping}}, "s.service") == "exit-code"
+    # A crash loop is not a running service: the role restarts it.
+    assert not flt.host_unit_running({"units": {"s.service": looping}}, "s.service")
+
+
 def test_something_else_than_a_reading_is_refused():
     with pytest.raises(AnsibleFilterError, match="host_state result with 'files'"):
         flt.host_file_current({"skipped": True}, "/etc/u", "root", "root", "0644")

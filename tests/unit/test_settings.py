@@ -102,6 +102,33 @@ def test_a_port_inside_the_rendezvous_span_is_refused():
                                       "sglang_service_dist_init_port": 50000}) == []
 
 
+START_LIMIT = {"sglang_service_restart_burst": 3, "sglang_service_start_timeout": 3600,
+               "sglang_service_restart_delay": 30}
+
+
+def test_a_start_limit_window_that_cannot_stop_a_crash_after_a_full_load_is_refused():
+    # Issue 14, fault 5: three starts of an hour's load never fit 3600 s, so a server
+    # that crashes after loading reloaded forever.
+    problems = settings.setting_problems({**START_LIMIT, "sglang_service_restart_interval": 3600})
+    assert len(problems) == 1 and problems[0].startswith("sglang_service_restart_interval is 3600")
+    assert "set it above 10890" in problems[0]
+    assert settings.setting_problems({**START_LIMIT, "sglang_service_restart_interval": 10891}) == []
+
+
+def test_the_derived_start_limit_window_passes_its_own_rule():
+    # The role default, evaluated as Ansible does.
+    from ansible.template import Templar, trust_as_template
+    default = yaml.safe_load((ROOT / "roles/sglang_service/defaults/main.yml").read_text())
+    for timeout, delay, burst in ((3600, 30, 3), (120, 1, 1), (1, 0, 5)):
+        values = {**default, "sglang_service_start_timeout": timeout,
+                  "sglang_service_restart_delay": delay, "sglang_service_restart_burst": burst}
+        interval = Templar(loader=None, variables=values).template(
+            trust_as_template(values["sglang_service_restart_interval"]))
+        assert settings.setting_problems({
+            "sglang_service_restart_interval": interval, "sglang_service_start_timeout": timeout,
+            "sglang_service_restart_delay": delay, "sglang_service_restart_burst": burst}) == []
+
+
 def test_a_name_without_a_rule_is_an_error_not_a_pass():
     with pytest.raises(settings.AnsibleFilterError, match="no range rule"):
         settings.setting_problems({"sglang_service_prot": 1})

@@ -79,6 +79,15 @@ def test_cross_flag_rules_fail_the_start(argv, message):
     assert message in result.stderr
 
 
+def test_a_failure_after_load_ends_the_server_like_a_cuda_oom():
+    result = subprocess.run([sys.executable, "-m", "sglang_sim.launch_server", *INSTRUCT],
+                            env={"PYTHONPATH": str(SIM_SRC),
+                                 "SGLANG_SIM_FAIL_AFTER_LOAD": "CUDA out of memory"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "Scheduler hit an exception: CUDA out of memory" in result.stderr
+
+
 def test_load_then_warm_up_then_ready():
     sim = Sim(THINKING, env={"SGLANG_SIM_LOAD_SECONDS": "1", "SGLANG_SIM_WARMUP_SECONDS": "1"})
     try:

@@ -9,6 +9,8 @@ the pinned version's:
   SGLANG_SIM_ACCURACY        chance a worked answer is right (default 1.0)
   SGLANG_SIM_GSM8K           a GSM8K jsonl file, so its questions get their labels
   SGLANG_SIM_SEED            varies which questions are answered wrongly
+  SGLANG_SIM_FAIL_AFTER_LOAD an error message: the server dies with it once the weights
+                             are "loaded" (exit 1), as SGLang does on a CUDA OOM
 """
 from __future__ import annotations
 
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     state = State(args, model, timing)
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
+    failure = os.environ.get("SGLANG_SIM_FAIL_AFTER_LOAD", "")
+    if failure:
+        print(f"Scheduler hit an exception: {failure}", file=sys.stderr, flush=True)
+        return 1
     server = make_server(state, args.host, args.port)
 
     def warm_up() -> None:
