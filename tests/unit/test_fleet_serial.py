@@ -64,11 +64,16 @@ def test_a_batched_play_reads_its_size_through_the_checks(playbook):
     assert play["vars"][variable] == default
     assert play["serial"] == f"{{{{ {variable} | kimi_k2.sglang.fleet_serial('{variable}') }}}}"
     assert play["max_fail_percentage"] == 0
+    # The first pre-task, before the locks: the shared batch-size check, told the name.
     check = play["pre_tasks"][0]
-    assert "ansible.builtin.assert" in check
-    assert check["run_once"] is True and check["tags"] == ["always"]
-    unread = " ".join(check["vars"].values())
-    assert f"kimi_k2.sglang.fleet_serial_unread(hostvars, '{variable}', {variable})" in unread
+    assert check["ansible.builtin.import_tasks"] == "tasks/batch_size.yml"
+    assert check["vars"] == {"toolkit_batch_variable": variable}
+    assert check["tags"] == ["always"]
+    [task] = yaml.safe_load((PLAYBOOKS / "tasks" / "batch_size.yml").read_text())
+    assert "ansible.builtin.assert" in task and task["run_once"] is True
+    unread = " ".join(" ".join(task["vars"].values()).split())
+    assert ("kimi_k2.sglang.fleet_serial_unread(hostvars, toolkit_batch_variable, "
+            "lookup('vars', toolkit_batch_variable))") in unread
 
 
 @pytest.mark.parametrize("value, expected", [
