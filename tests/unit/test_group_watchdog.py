@@ -210,7 +210,7 @@ def test_program_restarts_a_hung_single_node_server_once(group):
     out.wait_for("armed: 1 rank healthy")
     server.hung.set()
     out.wait_for("restarting sglang.service")
-    time.sleep(2.0)                                       # more timed-out probes: no restart
+    time.sleep(1.0)                                       # more timed-out probes: no restart
     assert restarts(calls) == ["--no-block restart sglang.service"]
     server.hung.clear()
     out.wait_for("armed: 1 rank healthy", count=2)

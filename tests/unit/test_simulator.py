@@ -418,7 +418,7 @@ def test_sigusr1_hangs_the_scheduler_while_the_process_lives_on(sim_factory):
     assert time.monotonic() - started >= 0.9                # it waited for the scheduler
     with pytest.raises(OSError):                            # timed out: no answer at all
         sim.request("/generate", {"text": "Hi", "sampling_params": {"max_new_tokens": 2}},
-                    timeout=2)
+                    timeout=1)
     assert sim.proc.poll() is None
     sim.proc.terminate()
     assert sim.proc.wait(10) == 0
