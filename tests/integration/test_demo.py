@@ -114,6 +114,7 @@ def wait_for(condition, budget, what):
 def test_a_hung_single_node_server_is_restarted_by_its_watchdog(demo):
     host, watchdog = "kimi-demo-1", "sglang-group-watchdog.service"
     journal = f"journalctl -u {watchdog} -o cat --no-pager"
+    assert on(host, f"systemctl is-active {watchdog} || true").strip() == "active"
     wait_for(lambda: "armed: 1 rank healthy" in on(host, journal), 60,
              "the watchdog never saw the server healthy")
     started = on(host, "systemctl show sglang.service -p ActiveEnterTimestampMonotonic --value")
