@@ -42,6 +42,10 @@ from ansible_collections.kimi_k2.sglang.plugins.action import sglang_service_lau
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 
+# The shared fragments the units import (systemd-hardening.j2): where the template action
+# finds them through toolkit_common's entry point `unit`, which writes the units.
+SHARED_TEMPLATES = Path(__file__).resolve().parents[2] / "roles" / "toolkit_common" / "templates"
+
 ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
     "files": {"type": "list", "elements": "dict", "required": True, "options": {
@@ -118,7 +122,8 @@ class ActionModule(ActionBase):
         variables = {**task_vars, **_template_vars.generate_ansible_template_vars(
             path=src, fullpath=path, include_ansible_managed="ansible_managed" not in task_vars),
             **extra}
-        templar = self._templar.copy_with_new_env(searchpath=[os.path.dirname(path)],
+        templar = self._templar.copy_with_new_env(searchpath=[os.path.dirname(path),
+                                                              str(SHARED_TEMPLATES)],
                                                   available_variables=variables)
         return templar.template(trust_as_template(self._loader.get_text_file_contents(path)),
                                 escape_backslashes=False)

@@ -98,6 +98,42 @@ def test_a_no_op_serve_only_reads_each_host(demo):
                        for host in DEMO}
 
 
+# ---- A hung single-node server (issue 14, fault 6): its watchdog, a group of one, restarts
+# it; systemd alone notices only an exit.
+
+def on(host, command):
+    return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def wait_for(condition, budget, what):
+    deadline = time.monotonic() + budget
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(1)
+
+
+def test_a_hung_single_node_server_is_restarted_by_its_watchdog(demo):
+    host, watchdog = "kimi-demo-1", "sglang-group-watchdog.service"
+    journal = f"journalctl -u {watchdog} -o cat --no-pager"
+    assert on(host, f"systemctl is-active {watchdog} || true").strip() == "active"
+    wait_for(lambda: "armed: 1 rank healthy" in on(host, journal), 60,
+             "the watchdog never saw the server healthy")
+    started = on(host, "systemctl show sglang.service -p ActiveEnterTimestampMonotonic --value")
+    # The simulator's named fault: the scheduler hangs, the process lives on.
+    on(host, "systemctl kill --kill-whom=main --signal=SIGUSR1 sglang.service")
+    wait_for(lambda: on(host, "systemctl show sglang.service -p ActiveEnterTimestampMonotonic "
+                              "--value") != started, 120, on(host, journal))
+    text = on(host, journal)
+    assert ("restarting sglang.service: rank 0 http://127.0.0.1:30000/health_generate "
+            "(HTTP 503) failed 3 consecutive probes") in text, text
+    # Back and serving; the watchdog, restarted with it, is armed again.
+    wait_for(lambda: on(host, "curl -s -o /dev/null -w '%{http_code}' "
+                              "http://127.0.0.1:30000/health_generate || true") == "200",
+             60, "the restarted server never became healthy")
+    wait_for(lambda: on(host, journal).count("armed: 1 rank healthy") >= 2, 60, on(host, journal))
+
+
 # ---- Two operators (issue 14, fault 4): the second run is refused at once, naming the
 # first; a killed run's lock is broken only when the operator says so.
 

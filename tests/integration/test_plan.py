@@ -1,5 +1,8 @@
 """playbooks/plan.yml renders every host's unit on the controller and touches no host."""
 import json
+import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -50,6 +53,36 @@ def test_plan_artifacts_hold_no_secret(production_plan):
             assert "plan-test-key" not in text and "hf-plan-test-token" not in text, path
         assert "HF_TOKEN=<redacted>" in (folder / "sglang.env").read_text()
     assert "plan-test-key" not in production_plan.stdout.read()
+
+
+@pytest.mark.parametrize("host,urls", [
+    # A single-node server is a group of one (issue 14, fault 6): its own generation probe.
+    ("h200-a01", ["http://127.0.0.1:30000/health_generate"]),
+    # Each rank probes itself locally, the others at their cluster address; rank 0 always
+    # through a generation.
+    ("h200-b01", ["http://127.0.0.1:30000/health_generate", "http://10.10.2.12:30000/health"]),
+    ("h200-b02", ["http://10.10.2.11:30000/health_generate", "http://127.0.0.1:30000/health"]),
+])
+def test_every_server_gets_the_watchdog_with_a_generation_probe_of_rank_0(production_plan,
+                                                                          host, urls):
+    folder = ROOT / "plan" / "production" / host
+    settings = json.loads((folder / "group-watchdog.json").read_text())
+    assert settings["urls"] == urls
+    assert (folder / "sglang-group-watchdog.service").is_file()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+@pytest.mark.parametrize("unit", ["sglang.service", "sglang-group-watchdog.service"])
+def test_the_planned_units_score_at_most_4_on_systemd_analyze_security(production_plan, unit):
+    """The rendered units as systemd scores them offline (issue 14, fault 7); the fleet
+    scenario reads the same score, and the router's, from the running test hosts."""
+    for host in PRODUCTION:
+        path = ROOT / "plan" / "production" / host / unit
+        out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)],
+                             capture_output=True, text=True, check=False).stdout
+        score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+        assert score, out
+        assert float(score.group(1)) <= 4.0, f"{host} {unit}:\n{out}"
 
 
 def test_plan_renders_without_a_vault(tmp_path):

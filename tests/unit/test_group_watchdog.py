@@ -1,5 +1,6 @@
-"""The multi-node group watchdog: its decision function, then the real program against
-two loopback /health servers and a fake systemctl that records its calls."""
+"""The watchdog of every server: its decision function, then the real program against
+loopback probe servers (two ranks, or one: a single-node server) and a fake systemctl
+that records its calls."""
 import json
 import os
 import subprocess
@@ -74,6 +75,18 @@ def test_rearmed_group_restarts_again_on_a_new_failure():
     assert actions.count("restart") == 2
 
 
+# A single-node server is a group of one (issue 14, fault 6: before, it had no watchdog).
+
+def test_a_single_node_server_is_restarted_after_n_failed_probes_once_healthy():
+    _, actions = run_probes([[True]] + [[False]] * 3)
+    assert actions == ["arm", "", "", "restart"]
+
+
+def test_a_single_node_server_that_never_was_healthy_is_left_to_systemd():
+    watch, actions = run_probes([[False]] * 20)
+    assert not watch.armed and "restart" not in actions
+
+
 # ---- the real program -------------------------------------------------------------------
 
 class Rank:
@@ -82,9 +95,14 @@ class Rank:
     def __init__(self):
         rank = self
         self.healthy = True
+        self.hung = threading.Event()   # set: answers nothing, like a stuck scheduler
+        self.paths = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
+                rank.paths.append(self.path)
+                if rank.hung.is_set():
+                    time.sleep(5)
                 self.send_response(200 if rank.healthy else 503)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -98,8 +116,8 @@ class Rank:
 
 
 @pytest.fixture
-def group(tmp_path):
-    ranks = [Rank(), Rank()]
+def group(tmp_path, request):
+    ranks = [Rank() for _ in range(getattr(request, "param", 2))]
     calls = tmp_path / "systemctl.calls"
     fake = tmp_path / "bin" / "systemctl"
     fake.parent.mkdir()
@@ -108,7 +126,7 @@ def group(tmp_path):
     config = tmp_path / "watchdog.json"
     config.write_text(json.dumps({"urls": [r.url for r in ranks], "rank": 0,
                                   "unit": "sglang.service", "interval": 0.2,
-                                  "failures": 3, "timeout": 1}))
+                                  "failures": 3, "timeout": 0.5}))
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
     processes = []
 
@@ -180,3 +198,24 @@ def test_program_never_restarts_a_group_it_has_not_seen_whole(group):
     out, _ = process.communicate(timeout=5)
     assert "waiting for every rank to be healthy: rank 1" in out, out
     assert "armed:" not in out, out
+
+
+@pytest.mark.parametrize("group", [1], indirect=True)
+def test_program_restarts_a_hung_single_node_server_once(group):
+    """One rank that stops answering (its process alive: systemd sees nothing) is
+    restarted after 3 probes time out, once, and the watchdog re-arms when it is back."""
+    (server,), calls, start = group
+    process = start()
+    out = Output(process)
+    out.wait_for("armed: 1 rank healthy")
+    server.hung.set()
+    out.wait_for("restarting sglang.service")
+    time.sleep(1.0)                                       # more timed-out probes: no restart
+    assert restarts(calls) == ["--no-block restart sglang.service"]
+    server.hung.clear()
+    out.wait_for("armed: 1 rank healthy", count=2)
+    process.terminate()
+    process.wait(timeout=5)
+    text = out.text()
+    assert "watching 1 rank of sglang.service" in text, text
+    assert f"restarting sglang.service: rank 0 {server.url} (timed out) failed 3" in text, text

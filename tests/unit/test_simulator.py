@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -408,3 +409,27 @@ def test_a_wrong_key_gets_401_before_the_body_is_read_past_a_bound(sim_factory):
         conn.settimeout(10)
         answer = conn.recv(4096)
     assert answer.startswith(b"HTTP/1.1 401"), answer
+
+
+def test_sigusr1_hangs_the_scheduler_while_the_process_lives_on(sim_factory):
+    """The named test fault the watchdog's tests use: after SIGUSR1 the generation probes
+    answer 503 after SGLANG_HEALTH_CHECK_TIMEOUT and generation never answers, as SGLang
+    with a stuck scheduler; the process lives (systemd would see nothing) and SIGTERM
+    still ends it."""
+    sim = sim_factory(INSTRUCT, env={"SGLANG_HEALTH_CHECK_TIMEOUT": "1"})
+    assert sim.request("/health_generate")[0] == 200
+    sim.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while sim.request("/health", timeout=5)[0] == 200:  # the handler runs between requests
+        assert time.monotonic() < deadline, "SIGUSR1 did not hang the simulator"
+    started = time.monotonic()
+    assert sim.request("/health_generate", timeout=5)[0] == 503
+    assert time.monotonic() - started >= 0.9                # it waited for the scheduler
+    with pytest.raises(OSError):                            # timed out: no answer at all
+        sim.request("/generate", {"text": "Hi", "sampling_params": {"max_new_tokens": 2}},
+                    timeout=1)
+    assert sim.proc.poll() is None
+    sim.proc.terminate()
+    assert sim.proc.wait(10) == 0
+    out = sim.proc.stdout.read()
+    assert "Health check failed. Server couldn't get a response from detokenizer" in out

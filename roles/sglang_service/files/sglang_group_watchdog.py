@@ -1,15 +1,19 @@
 #!/usr/bin/python3
-"""Restart this rank of a multi-node SGLang server when any rank of its group fails.
+"""Restart this node's SGLang when any rank of its server fails its probe.
 
-One NCCL group spans the hosts: when one rank dies the others are useless, and systemd
-cannot bind units across hosts. Every node runs this watchdog against every rank's
-/health and restarts only its own unit, so a failure anywhere restarts the whole group
-without credentials between hosts. It acts only once it has seen the whole group healthy
-(it is "armed"), and disarms after a restart, so a group that is starting or restarting
-is never restarted again by it. Stdlib only: it runs on the host's /usr/bin/python3.
+systemd restarts a server that exits, not one that hangs: a stuck scheduler or NCCL
+collective keeps the process alive and every request waiting. And one NCCL group spans
+the hosts of a multi-node server: when one rank dies the others are useless, and systemd
+cannot bind units across hosts. So every node runs this watchdog against every rank of
+its server (a single-node server is a group of one: one URL), rank 0 through a one-token
+generation (/health_generate), and restarts only its own unit: a failure anywhere
+restarts the whole group without credentials between hosts. It acts only once it has
+seen every rank healthy (it is "armed"), and disarms after a restart, so a server that
+is starting or restarting is never restarted again by it. Stdlib only: it runs on the
+host's /usr/bin/python3.
 
 Usage: sglang-group-watchdog CONFIG.json
-Config keys: urls (every rank's /health, in rank order), rank (this node's index),
+Config keys: urls (every rank's probe URL, in rank order), rank (this node's index),
 unit, interval and timeout (seconds), failures (consecutive failed probes).
 """
 from __future__ import annotations
@@ -55,6 +59,10 @@ def probe(url: str, timeout: float) -> str:
         return str(getattr(error, "reason", None) or error)
 
 
+def ranks(count: int) -> str:
+    return f"{count} rank" if count == 1 else f"{count} ranks"
+
+
 def log(message: str) -> None:
     print(message, flush=True)  # stdout is the journal
 
@@ -62,7 +70,7 @@ def log(message: str) -> None:
 def run(config: dict, stop: threading.Event) -> None:
     urls, unit, failures = config["urls"], config["unit"], int(config["failures"])
     interval, timeout = float(config["interval"]), float(config["timeout"])
-    log(f"watching {len(urls)} ranks of {unit} as rank {config.get('rank', '?')}: probe every "
+    log(f"watching {ranks(len(urls))} of {unit} as rank {config.get('rank', '?')}: probe every "
         f"{interval:g} s, restart after {failures} consecutive failures; disarmed until "
         f"every rank is healthy")
     watch, waiting_for = Watch(), None
@@ -74,7 +82,7 @@ def run(config: dict, stop: threading.Event) -> None:
             watch, action = decide(watch, [not e for e in errors], failures)
             failing = {i: f"rank {i} {urls[i]} ({e})" for i, e in enumerate(errors) if e}
             if action == "arm":
-                log(f"armed: all {len(urls)} ranks healthy")
+                log(f"armed: {'all ' if len(urls) > 1 else ''}{ranks(len(urls))} healthy")
             elif action == "restart":
                 worst = watch.misses.index(max(watch.misses))
                 log(f"restarting {unit}: {failing[worst]} failed {failures} consecutive "
@@ -85,7 +93,9 @@ def run(config: dict, stop: threading.Event) -> None:
                 # for the job would wait for our own end.
                 done = subprocess.run(["systemctl", "--no-block", "restart", unit],
                                       capture_output=True, text=True, timeout=60, check=False)
-                if done.returncode != 0:
+                # Killed by a signal (< 0): the restart's stop of this watchdog took
+                # systemctl with it, after the job was queued. Only an exit is a failure.
+                if done.returncode > 0:
                     log(f"systemctl restart {unit} failed ({done.returncode}): "
                         f"{done.stderr.strip()}")
                 waiting_for = None

@@ -11,6 +11,13 @@ the pinned version's:
   SGLANG_SIM_SEED            varies which questions are answered wrongly
   SGLANG_SIM_FAIL_AFTER_LOAD an error message: the server dies with it once the weights
                              are "loaded" (exit 1), as SGLang does on a CUDA OOM
+  SGLANG_HEALTH_CHECK_TIMEOUT  SGLang's own: how long a generation probe waits (default 20)
+
+A named test fault, for the watchdog's tests: SIGUSR1 hangs the scheduler (State.hung).
+The process and its HTTP server live on, generation never answers, and /health and
+/health_generate answer 503 after SGLANG_HEALTH_CHECK_TIMEOUT, as SGLang does when its
+scheduler is stuck; only a restart ends it. The real SGLang has no such signal handler:
+the toolkit never sends SIGUSR1 (sglang-launch only passes on what it is sent).
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import time
 from . import __version__, cli, rules
 from .answers import Model
 from .log import log, server_args_line, set_level
-from .server import SIMULATED_VERSION, State, Timing, make_server
+from .server import DEFAULT_HEALTH_CHECK_TIMEOUT, SIMULATED_VERSION, State, Timing, make_server
 
 
 def _env_float(name: str, default: float) -> float:
@@ -51,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     timing = Timing(_env_float("SGLANG_SIM_TTFT_MS", 0) / 1000,
                     _env_float("SGLANG_SIM_ITL_MS", 0) / 1000,
                     _env_float("SGLANG_SIM_ITL_PER_RUNNING_MS", 0) / 1000)
-    state = State(args, model, timing)
+    state = State(args, model, timing, health_check_timeout=_env_float(
+        "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT))
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
     failure = os.environ.get("SGLANG_SIM_FAIL_AFTER_LOAD", "")
@@ -69,11 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         # Like SGLang: stop taking work, finish what is in flight (unbounded; the unit's
         # TimeoutStopSec is the bound), then exit.
         state.draining = True
+        state.stopping.set()
         while state.inflight:
             time.sleep(0.05)
         server.shutdown()
 
+    def hang() -> None:
+        state.hung = True
+        print("sglang_sim: SIGUSR1, a test fault: the scheduler hangs until a restart",
+              flush=True)
+
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=drain).start())
+    signal.signal(signal.SIGUSR1, lambda *_: hang())
     threading.Thread(target=warm_up, daemon=True).start()
     server.serve_forever()
     print("Drained; exiting.", flush=True)

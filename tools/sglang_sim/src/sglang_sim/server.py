@@ -16,6 +16,9 @@ from .log import log
 from .answers import Model, Reply, kimi_tool_markup
 
 SIMULATED_VERSION = "0.5.6.post1"
+# SGLang's /health and /health_generate wait this long (SGLANG_HEALTH_CHECK_TIMEOUT,
+# http_server.py) for any answer of the scheduler, then answer 503.
+DEFAULT_HEALTH_CHECK_TIMEOUT = 20.0
 # uvicorn's HIGH_WATER_LIMIT (protocols/http/flow_control.py): the request body it buffers
 # before it pauses reading, all a request refused by SGLang's key check gets read of it.
 UNAUTHORISED_READ_LIMIT = 65536
@@ -51,6 +54,13 @@ class State:
     timing: Timing
     ready: bool = False
     draining: bool = False
+    # A test fault (SIGUSR1, launch_server.py): the scheduler stops answering while the
+    # process and its HTTP server live on, as a stuck GPU kernel or NCCL collective
+    # leaves SGLang. Generation waits for ever (until a drain), the generation probes
+    # time out; systemd sees nothing.
+    hung: bool = False
+    health_check_timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT
+    stopping: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     counters: dict[str, float] = field(default_factory=lambda: {
@@ -152,6 +162,8 @@ class Handler(BaseHTTPRequestHandler):
         # be taken for the next request on a kept-alive connection (a router reuses them).
         self._raw_body = self.rfile.read(length)
         if path in ("/health", "/health_generate"):
+            if state.hung and state.ready and not state.draining:
+                return self._health_hung()
             ok = state.ready and not state.draining
             return self._text(200 if ok else 503, "" if ok else "warming up or draining")
         if state.args.node_rank >= 1:  # SGLang's non-zero ranks serve only /health
@@ -176,10 +188,25 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.inflight += 1
         try:
+            if state.hung:  # no token ever comes; a drain ends the wait, as SIGKILL would
+                state.stopping.wait()
+                return self._json(503, {"error": "server is not ready"})
             route()
         finally:
             with state.lock:
                 state.inflight -= 1
+
+    def _health_hung(self) -> None:
+        # SGLang 0.5.6.post1 (http_server.py, health_generate): /health runs a one-token
+        # generation too (SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION defaults to true); with
+        # no answer from the scheduler within the timeout it logs this and answers 503.
+        started = time.strftime("%H:%M:%S")
+        if self.state.stopping.wait(self.state.health_check_timeout):
+            return self._text(503, "draining")
+        log(f"Health check failed. Server couldn't get a response from detokenizer for last "
+            f"{self.state.health_check_timeout:g} seconds. tic start time: {started}. "
+            f"last_heartbeat time: {started}", "error")
+        self._text(503, "")
 
     # ------------------------------------------------------------ info routes
     def _models(self) -> None:
