@@ -55,9 +55,10 @@ def sglang_service_drift(state: dict[str, Any], unit: str, fingerprint: str, var
     if _running(found) and "environ" in found:
         running = found["environ"].get(variable)
         if running != fingerprint:
+            # No digest in the message: it covers the secrets.
             reasons.append(f"the running server (pid {found['MainPID']}) was started from other "
-                           f"files than the role renders now ({variable} "
-                           f"{(running or 'absent')[:12]}, wanted {fingerprint[:12]})")
+                           f"files than the role renders now (its {variable} "
+                           f"{'differs' if running else 'is absent'})")
     restart = bool(reasons)
     unknown = [path for path in sorted(found.get("dropins") or {})
                if os.path.basename(path) not in managed_dropins]
