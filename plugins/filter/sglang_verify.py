@@ -32,6 +32,8 @@ def sglang_verify_verdict(facts: dict[str, Any]) -> dict[str, Any]:
                 f"got {c['got']}" for c in smoke if not c["passed"]]
     if not smoke:
         problems.append(f"{facts['host']}: no smoke check ran")
+    # How the running command differs from the rendered one, and why (sglang_drift.py).
+    problems += [f"{facts['host']}: {problem}" for problem in facts.get("running") or []]
     if gsm8k and not gsm8k["passed"]:
         problems.append(f"{facts['host']}: GSM8K accuracy {gsm8k['accuracy']:.3f} is below "
                         f"the {endpoint['variant']} threshold {gsm8k['threshold']:.3f} "

@@ -38,7 +38,23 @@ options:
     elements: str
     default: []
   units:
-    description: systemd units whose state to return.
+    description:
+      - systemd units whose state to return, with the drop-ins that change each one (loaded
+        or not yet loaded, from /etc and /run).
+    type: list
+    elements: str
+    default: []
+  main_process:
+    description:
+      - Also return the command line of each unit's running main process. Only for units
+        whose command line holds no secret (SGLang's key is in its --config file).
+    type: bool
+    default: false
+  environ:
+    description:
+      - Environment variables to read from each unit's running main process (with
+        main_process; root reads any process, others only their own). Only these names
+        come back, so a secret in the process's environment never leaves the host.
     type: list
     elements: str
     default: []
@@ -58,7 +74,15 @@ read: {description: path -> content (empty when missing or unreadable)., type: d
 packages: {description: package -> true when dpkg has it installed., type: dict, returned: always}
 users: {description: "name -> {uid, gid, home, shell}; absent accounts are left out", type: dict, returned: always}
 groups: {description: "name -> {gid}; absent groups are left out", type: dict, returned: always}
-units: {description: "unit -> {ActiveState, MainPID, NeedDaemonReload, UnitFileState, LoadState, SubState, Result}", type: dict, returned: always}
+units:
+  description: >-
+    unit -> {ActiveState, MainPID, NeedDaemonReload, UnitFileState, LoadState, SubState, Result,
+    DropInPaths,
+    dropins (path of each drop-in of the unit -> the settings it assigns), cmdline (the main
+    process's argv, with main_process, while one runs), environ (the asked variables it has,
+    when readable)}
+  type: dict
+  returned: always
 """
 
 import grp
@@ -66,12 +90,16 @@ import hashlib
 import os
 import pwd
 import stat
+import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
 UNIT_PROPERTIES = ("ActiveState", "MainPID", "NeedDaemonReload", "UnitFileState", "LoadState",
-                   "SubState", "Result")
+                   "SubState", "Result",
+                   "DropInPaths")
 READ_LIMIT = 65536
+# Where drop-ins that systemd has not loaded yet (no daemon-reload since) would be.
+DROPIN_ROOTS = ("/etc/systemd/system", "/run/systemd/system")
 
 
 def _name(lookup, ident):
@@ -145,6 +173,85 @@ def parse_systemctl_show(text, units):
     return out
 
 
+def dropin_settings(path):
+    """The names of the settings a drop-in assigns ("ExecStart", "Environment"), sorted."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(READ_LIMIT)
+    except OSError:
+        return []
+    names = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and line[0] not in "#;[" and "=" in line:
+            names.add(line.split("=", 1)[0].strip())
+    return sorted(names)
+
+
+def unit_dropins(unit, loaded, roots=DROPIN_ROOTS):
+    """path -> settings of every drop-in of this unit: those systemd loaded (DropInPaths,
+    only from <unit>.d directories: service.d ones apply to every service) and those
+    waiting in <root>/<unit>.d for a daemon-reload."""
+    own = unit + ".d"
+    paths = {p for p in loaded.split() if os.path.basename(os.path.dirname(p)) == own}
+    for root in roots:
+        folder = os.path.join(root, own)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        paths.update(os.path.join(folder, n) for n in names if n.endswith(".conf"))
+    return {p: dropin_settings(p) for p in sorted(paths)}
+
+
+def parse_environ(raw, names):
+    """The asked variables of a /proc/<pid>/environ reading (NUL-separated NAME=value)."""
+    found = {}
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        key = name.decode("utf-8", "replace")
+        if sep and key in names:
+            found[key] = value.decode("utf-8", "replace")
+    return found
+
+
+def main_process(pid, environ_names, proc="/proc"):
+    """cmdline (and the asked environment variables, when readable) of a running process."""
+    out = {}
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
+            raw = f.read()
+    except OSError:  # it just exited
+        return out
+    out["cmdline"] = [arg.decode("utf-8", "replace") for arg in raw.split(b"\0")[:-1]]
+    if environ_names:
+        raw = read_environ(os.path.join(proc, str(pid)))
+        if raw is not None:  # else left out, so that a caller cannot mistake it
+            out["environ"] = parse_environ(raw, set(environ_names))
+    return out
+
+
+def read_environ(folder):
+    """A process's environ; as root without CAP_SYS_PTRACE (a container), read as the
+    process's own user, which the kernel lets read it. None when unreadable."""
+    path = os.path.join(folder, "environ")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except PermissionError:
+        if os.geteuid() != 0:
+            return None
+    except OSError:
+        return None
+    try:
+        owner = os.stat(folder)
+        done = subprocess.run(["cat", path], user=owner.st_uid, group=owner.st_gid,
+                              extra_groups=[], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -154,6 +261,8 @@ def main():
             "users": {"type": "list", "elements": "str", "default": []},
             "groups": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
+            "main_process": {"type": "bool", "default": False},
+            "environ": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -174,6 +283,10 @@ def main():
             ["systemctl", "show", "--property", ",".join(UNIT_PROPERTIES), "--"] + p["units"])
         if rc == 0:
             out["units"] = parse_systemctl_show(stdout, p["units"])
+        for unit, found in out["units"].items():
+            found["dropins"] = unit_dropins(unit, found["DropInPaths"])
+            if p["main_process"] and found["MainPID"] not in ("", "0"):
+                found.update(main_process(found["MainPID"], p["environ"]))
     module.exit_json(**out)
 
 

@@ -140,3 +140,57 @@ def test_a_unit_systemd_gave_up_on_or_waits_to_restart_is_failed_with_its_result
 def test_something_else_than_a_reading_is_refused():
     with pytest.raises(AnsibleFilterError, match="host_state result with 'files'"):
         flt.host_file_current({"skipped": True}, "/etc/u", "root", "root", "0644")
+
+
+# ---- Drift (issue 14, faults 1 and 8): drop-ins, the main process's command and the
+# asked variables of its environment, and nothing else of it.
+
+def test_drop_ins_are_found_loaded_or_waiting_for_a_reload(tmp_path):
+    etc = tmp_path / "etc"
+    (etc / "sglang.service.d").mkdir(parents=True)
+    (etc / "sglang.service.d" / "x.conf").write_text(
+        "# a hand edit\n[Service]\nExecStart=\nExecStart=/bin/true\nEnvironment=A=1\n")
+    (etc / "sglang.service.d" / "notes.txt").write_text("not a drop-in\n")
+    loaded = f"{etc}/sglang.service.d/x.conf /usr/lib/systemd/system/service.d/10-all.conf"
+    found = mod.unit_dropins("sglang.service", loaded, roots=(str(etc), str(tmp_path / "run")))
+    # service.d drop-ins apply to every service: not this unit's own.
+    assert found == {f"{etc}/sglang.service.d/x.conf": ["Environment", "ExecStart"]}
+
+
+def test_the_main_process_gives_its_command_and_only_the_asked_variables(tmp_path):
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "cmdline").write_bytes(b"python\0-m\0sglang.launch_server\0--tp-size\0008\0")
+    (tmp_path / "7" / "environ").write_bytes(b"KIMI_K2_SERVICE_FINGERPRINT=abc\0HF_TOKEN=hf_secret\0")
+    found = mod.main_process("7", ["KIMI_K2_SERVICE_FINGERPRINT", "ABSENT"], proc=str(tmp_path))
+    assert found == {"cmdline": ["python", "-m", "sglang.launch_server", "--tp-size", "8"],
+                     "environ": {"KIMI_K2_SERVICE_FINGERPRINT": "abc"}}
+    (tmp_path / "7" / "environ").unlink()  # another user's process: no claim
+    assert "environ" not in mod.main_process("7", ["X"], proc=str(tmp_path))
+    assert mod.main_process("8", [], proc=str(tmp_path)) == {}
+
+
+def test_root_without_ptrace_reads_the_environment_as_the_process_user(tmp_path, monkeypatch):
+    # Root in a container lacks CAP_SYS_PTRACE: /proc/<pid>/environ of another user's
+    # process refuses it, and the process's own user may read it.
+    (tmp_path / "environ").write_bytes(b"A=1\0")
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("environ"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    asked = {}
+
+    def run(argv, **kwargs):
+        asked.update(kwargs, argv=argv)
+        return mod.subprocess.CompletedProcess(argv, 0, b"A=1\0", b"")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    monkeypatch.setattr(mod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(mod.subprocess, "run", run)
+    assert mod.read_environ(str(tmp_path)) == b"A=1\0"
+    assert asked["argv"] == ["cat", str(tmp_path / "environ")]
+    assert asked["user"] == os.stat(tmp_path).st_uid and asked["extra_groups"] == []
+    monkeypatch.setattr(mod.os, "geteuid", lambda: 1000)  # not root: no claim
+    assert mod.read_environ(str(tmp_path)) is None
