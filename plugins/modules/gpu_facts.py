@@ -21,6 +21,19 @@ options:
   free_path: {description: Filesystem to measure free space on (the model cache)., type: path, default: /var/lib}
 """
 
+EXAMPLES = r"""
+- name: Read the GPUs, the driver, the fabric and the model cache's free space
+  kimi_k2.sglang.gpu_facts:
+    driver_package: nvidia-driver-580-open
+    free_path: /srv/models
+  register: gpu
+
+- name: Say what nvidia-smi could not
+  ansible.builtin.debug:
+    msg: "{{ gpu.smi_error }}"
+  when: gpu.smi_error
+"""
+
 RETURN = r"""
 gpus: {description: One dict per GPU (QUERY_FIELDS of plugins/module_utils/nvidia_smi.py)., type: list, returned: always}
 q: {description: nvidia-smi -q parsed (gpus by PCI bus id)., type: dict, returned: always}

@@ -17,6 +17,14 @@ options:
   dest: {description: Directory to write the PNG files in., type: path, required: true}
 """
 
+EXAMPLES = r"""
+- name: Plot the benchmark report next to its JSON
+  kimi_k2.sglang.sglang_bench_plot:
+    report: "{{ benchmark_report }}"
+    dest: reports/production/20261205T120000Z-benchmark
+  delegate_to: localhost
+"""
+
 RETURN = r"""
 files:
   description: The PNG files written.

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: unit_health
 short_description: Ask a health URL and the unit behind it, and judge the start
 description:
-  - One poll of a health gate (roles/toolkit_common/tasks/service_health.yml repeats it):
+  - One poll of a health gate (roles/toolkit_common/tasks/service_health.yml repeats it);
     the URL's answer and the unit's ActiveState, SubState, Result and NRestarts.
   - C(verdict) is C(healthy) when the URL answers 200 (and C(field) reaches C(minimum)),
     C(failed) as soon as the unit has failed, stopped, waits for an automatic restart, or
