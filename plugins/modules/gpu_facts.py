@@ -24,7 +24,7 @@ options:
 EXAMPLES = r"""
 - name: Read the GPUs, the driver, the fabric and the model cache's free space
   kimi_k2.sglang.gpu_facts:
-    driver_package: nvidia-driver-580-open
+    driver_package: nvidia-open
     free_path: /srv/models
   register: gpu
 
