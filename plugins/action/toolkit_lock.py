@@ -141,7 +141,10 @@ class ActionModule(ActionBase):
         out = self._execute_module(module_name="kimi_k2.sglang.toolkit_host_lock",
                                    module_args=args, task_vars=task_vars)
         if out.get("failed"):
-            raise AnsibleActionFail(out.get("msg", "the host lock module failed"), result=out)
+            # A module that crashed has no msg: its exception says why.
+            why = out.get("msg") or (out.get("exception") or out.get("module_stderr") or "")
+            raise AnsibleActionFail(f"the host lock module failed: {why.strip()[-2000:]}",
+                                    result=out)
         return out
 
     def _take_host(self, record: dict[str, Any], break_lock: bool,

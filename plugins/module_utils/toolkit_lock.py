@@ -58,13 +58,17 @@ def _write_new(path: str, record: dict[str, Any], mode: int) -> bool:
 
 
 def acquire(path: str, record: dict[str, Any], replace: str | None = None,
-            mode: int = 0o644) -> tuple[bool, dict[str, Any] | None]:
+            mode: int = 0o644, folder_mode: int | None = None) -> tuple[bool, dict[str, Any] | None]:
     """Take the lock for record["run_id"].
 
     Returns (True, None) when this run holds it now (taken, or held already: a playbook
     that imports another takes it twice), else (False, holder). With replace=<run id>,
     a lock still held by that run is replaced (the caller found that run over, or was
-    told to break it)."""
+    told to break it). With folder_mode, the lock's folder is created if missing: two
+    inventory hosts on one machine (a router beside its server) take it at once, so
+    finding it missing and creating it must not be two steps."""
+    if folder_mode is not None:
+        os.makedirs(os.path.dirname(path), mode=folder_mode, exist_ok=True)
     with _guard(path):
         if _write_new(path, record, mode):
             return True, None

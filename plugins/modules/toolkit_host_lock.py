@@ -56,13 +56,11 @@ def main():
         holder = toolkit_lock.read(path)
         mine = holder is not None and holder.get("run_id") == record.get("run_id")
         module.exit_json(changed=False, held=mine, holder=None if mine else holder)
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o700)
     if module.params["state"] == "absent":
-        module.exit_json(changed=False, held=toolkit_lock.release(path, record["run_id"]),
-                         holder=None)
-    held, holder = toolkit_lock.acquire(path, record, module.params["replace"], mode=0o600)
+        held = os.path.exists(path) and toolkit_lock.release(path, record["run_id"])
+        module.exit_json(changed=False, held=held, holder=None)
+    held, holder = toolkit_lock.acquire(path, record, module.params["replace"], mode=0o600,
+                                        folder_mode=0o700)
     module.exit_json(changed=False, held=held, holder=holder)
 
 

@@ -43,11 +43,14 @@ def test_only_the_holder_gives_it_back(tmp_path):
 
 
 def _race(path, run_id, out):
-    out.put((run_id, lock.acquire(path, record(run_id))[0]))
+    out.put((run_id, lock.acquire(path, record(run_id), folder_mode=0o700)[0]))
 
 
-def test_of_runs_racing_for_a_free_lock_exactly_one_wins(tmp_path):
-    path = str(tmp_path / "lock.json")
+@pytest.mark.parametrize("folder", ["", "fresh"], ids=["folder-there", "folder-missing"])
+def test_of_runs_racing_for_a_free_lock_exactly_one_wins(tmp_path, folder):
+    # A missing folder too: a router and its server, two inventory hosts of one machine,
+    # took a fresh host's lock at once and one crashed creating the folder.
+    path = str(tmp_path / folder / "lock.json")
     out = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_race, args=(path, f"r{i}", out)) for i in range(8)]
     for proc in procs:
