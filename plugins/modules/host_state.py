@@ -93,6 +93,7 @@ import stat
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import systemd_show
 
 UNIT_PROPERTIES = ("ActiveState", "MainPID", "NeedDaemonReload", "UnitFileState", "LoadState",
                    "SubState", "Result",
@@ -163,14 +164,8 @@ def parse_dpkg(text):
 
 
 def parse_systemctl_show(text, units):
-    """`systemctl show -p A,B unit1 unit2` prints one block per unit, in order, separated
-    by blank lines."""
-    blocks = [block for block in text.strip("\n").split("\n\n")]
-    out = {}
-    for unit, block in zip(units, blocks):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        out[unit] = {key: props.get(key, "") for key in UNIT_PROPERTIES}
-    return out
+    """`systemctl show -p A,B unit1 unit2`, unit by unit (module_utils/systemd_show.py)."""
+    return systemd_show.parse_show(text, units, UNIT_PROPERTIES)
 
 
 def dropin_settings(path):

@@ -62,6 +62,7 @@ import urllib.error
 import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import systemd_show
 
 PROPERTIES = ("ActiveState", "SubState", "Result", "NRestarts", "ExecMainCode", "ExecMainStatus")
 # systemd is mid-way through a job (a restart passes through these): look again.
@@ -69,8 +70,7 @@ TRANSIENT = ("inactive", "failed", "deactivating")
 
 
 def parse_show(text: str) -> dict:
-    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    state = {key: props.get(key, "") for key in PROPERTIES}
+    state = systemd_show.parse_show(text, ["unit"], PROPERTIES)["unit"]
     try:
         state["NRestarts"] = int(state["NRestarts"])
     except ValueError:
