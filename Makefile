@@ -5,6 +5,10 @@ SHELL := /bin/bash
 VENV := .venv
 SGLANG_VENV := .venv-sglang
 SGLANG_VERSION ?= 0.5.6.post1
+# The second version the toolkit speaks (issue 15): its parser lives in a small venv over
+# SGLang's (below).
+SGLANG_NEXT_VERSION := 0.5.23
+SGLANG_NEXT_VENV := .venv-sglang-$(SGLANG_NEXT_VERSION)
 SIM_WHEEL := build/wheelhouse/sglang_sim-0.1.0-py3-none-any.whl
 # The model_weights role's pinned download tool, for test hosts that install from wheels.
 HUB_WHEELHOUSE := build/wheelhouse-hub/.downloaded
@@ -54,6 +58,20 @@ $(SGLANG_VENV)/.installed: tests/conformance/requirements.txt $(VENV)/.installed
 	$(UV_INSTALL) --python $(SGLANG_VENV)/bin/python --no-deps sglang==$(SGLANG_VERSION)
 	$(SGLANG_VENV)/bin/python -c "import sglang.srt.server_args, sglang.bench_serving, \
 	  sglang.test.few_shot_gsm8k, huggingface_hub.cli.hf"
+	touch $@
+
+# SGLang 0.5.23 for its parser and chat parsers, CPU only, without a second copy of torch
+# and the rest (~6 GB): a venv holding only what 0.5.23 adds (~170 MB, seconds), whose
+# .pth puts SGLang 0.5.6.post1's site-packages after its own, so 0.5.23's sglang wins.
+$(SGLANG_NEXT_VENV)/.installed: tests/conformance/requirements-$(SGLANG_NEXT_VERSION).txt \
+  $(SGLANG_VENV)/.installed
+	python3 -m venv $(SGLANG_NEXT_VENV)
+	$(SGLANG_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+	  > "$$($(SGLANG_NEXT_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-sglang-base.pth"
+	$(UV_INSTALL) --python $(SGLANG_NEXT_VENV)/bin/python --no-deps \
+	  -r tests/conformance/requirements-$(SGLANG_NEXT_VERSION).txt
+	$(SGLANG_NEXT_VENV)/bin/python -c "import sglang.srt.server_args, \
+	  sglang.srt.function_call.function_call_parser"
 	touch $@
 
 $(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -path '*/__pycache__/*')
@@ -127,8 +145,10 @@ collection: $(VENV)/.installed
 unit: $(VENV)/.installed
 	tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
-conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
-	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python tools/timed conformance pytest -q tests/conformance
+conformance: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed $(VENV)/.installed
+	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python \
+	  SGLANG_NEXT_PYTHON=$(CURDIR)/$(SGLANG_NEXT_VENV)/bin/python \
+	  tools/timed conformance pytest -q tests/conformance
 
 # Two workers, a test module each at a time (--dist loadfile): one module's tests share
 # one demo fleet (tests/integration/test_demo.py) or the checkout's plan/ (test_plan.py).
@@ -158,9 +178,11 @@ bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
 	python bench/gsm8k_overhead
 	python bench/weights_staging
 
-## manifest: regenerate manifests/sglang/$(SGLANG_VERSION).json from SGLang's parser
-manifest: $(SGLANG_VENV)/.installed
+## manifest: regenerate manifests/sglang/<version>.json of both versions from their parsers
+manifest: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed
 	$(SGLANG_VENV)/bin/python tools/gen_sglang_manifest.py > manifests/sglang/$(SGLANG_VERSION).json
+	$(SGLANG_NEXT_VENV)/bin/python tools/gen_sglang_manifest.py \
+	  > manifests/sglang/$(SGLANG_NEXT_VERSION).json
 
 clean:
-	rm -rf $(VENV) $(SGLANG_VENV) build plan
+	rm -rf $(VENV) $(SGLANG_VENV) $(SGLANG_NEXT_VENV) build plan

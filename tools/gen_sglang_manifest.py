@@ -24,7 +24,23 @@ def _kind(action: argparse.Action) -> str:
         return "store_true"
     if isinstance(action, argparse._StoreFalseAction):
         return "store_false"
-    return "store"
+    if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x (0.5.23)
+        return "boolean_optional"
+    # SGLang's own retired-flag actions (0.5.23: sglang/srt/arg_groups/argparse_actions.py),
+    # told apart by name: the module moved between releases. Each logs a deprecation
+    # warning and stores what its name says, or stops the launch (DeprecatedAction).
+    return {"DeprecatedStoreTrueAction": "deprecated_store_true",
+            "DeprecatedStoreConstAction": "deprecated_store_const",
+            "DeprecatedAliasStoreAction": "deprecated_alias",
+            "DeprecatedAction": "deprecated"}.get(type(action).__name__, "store")
+
+
+def _deprecation(action: argparse.Action) -> dict | None:
+    """What a retired flag's action says and stores, for the builder and the simulator."""
+    if not type(action).__name__.startswith("Deprecated"):
+        return None
+    return {key: _jsonable(getattr(action, key)) for key in
+            ("new_flag", "const_value", "error_message") if hasattr(action, key)}
 
 
 def _jsonable(value: object) -> object:
@@ -45,7 +61,7 @@ def build_manifest() -> dict:
         if not action.option_strings or isinstance(action, argparse._HelpAction):
             continue
         type_name = getattr(action.type, "__name__", None)
-        options.append({
+        option = {
             "opts": list(action.option_strings),
             "dest": action.dest,
             "kind": _kind(action),
@@ -53,7 +69,11 @@ def build_manifest() -> dict:
             "nargs": action.nargs,
             "choices": list(action.choices) if action.choices else None,
             "default": _jsonable(action.default),
-        })
+        }
+        deprecation = _deprecation(action)
+        if deprecation is not None:
+            option["deprecated"] = deprecation
+        options.append(option)
     return {
         "generator": "tools/gen_sglang_manifest.py",
         "sglang_version": version("sglang"),

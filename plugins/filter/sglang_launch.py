@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versions
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "sglang"
 
@@ -78,6 +79,7 @@ _OWNED = {
     "--dp-size": "sglang_service_dp_size",
     "--ep-size": "sglang_service_ep_size",
     "--enable-dp-attention": "sglang_service_dp_attention_enabled",
+    "--attn-dp-size": "sglang_service_dp_size with sglang_service_dp_attention_enabled",
     "--nnodes": "sglang_service_deployment_group",
     "--node-rank": "sglang_service_deployment_group",
     "--dist-init-addr": "sglang_service_dist_init_port",
@@ -152,7 +154,7 @@ def argv_problems(argv: list[str], version: str) -> list[str]:
             else:
                 problems.append(f"{flag} is not a flag of SGLang {version}")
             continue
-        if option["kind"] != "store":
+        if not sglang_versions.takes_value(option):
             if eq:
                 problems.append(f"{flag} takes no value")
             continue
@@ -287,7 +289,8 @@ def _parser_problems(r: dict[str, Any]) -> list[str]:
     out = []
     variant = r["variant"]
     reasoning, tools = r["reasoning_parser"], r["tool_call_parser"]
-    if variant.startswith("instruct") and reasoning:
+    if (variant.startswith("instruct") and reasoning
+            and sglang_versions.instruct_reasoning_parser_empties_content(r["sglang_version"])):
         out.append(f"sglang_service_reasoning_parser {reasoning!r} on the {variant} variant "
                    "moves every answer into reasoning_content and leaves content empty: "
                    "set it to 'auto' or 'none'")
@@ -312,6 +315,8 @@ def _extra_arg_problems(r: dict[str, Any]) -> list[str]:
             out.append(f"sglang_service_extra_args sets {flag}: use {_OWNED[flag]} instead")
         if flag in _FORBIDDEN:
             out.append(f"sglang_service_extra_args sets {flag}: {_FORBIDDEN[flag]}; remove it")
+    out += sglang_versions.retired_flag_problems(r["sglang_version"], extra,
+                                                 "sglang_service_extra_args")
     if "deepep" in extra and r["ep_size"] != r["tp_size"]:
         out.append(f"--moe-a2a-backend deepep forces ep = tp: set sglang_service_ep_size to "
                    f"{r['tp_size']} (DeepEP also needs a separate build on the hosts)")
@@ -346,6 +351,11 @@ def sglang_launch_problems(deployment: dict[str, Any]) -> list[str]:
     if deployment.get("profile") not in PROFILES:
         return [f"sglang_service_profile {deployment.get('profile')!r} is not one of "
                 f"{sorted(PROFILES)}"]
+    load_manifest(deployment.get("sglang_version"))
+    try:
+        sglang_versions.rules(deployment.get("sglang_version"))
+    except sglang_versions.UnknownVersion as error:
+        raise AnsibleFilterError(str(error)) from error
     r = resolve(deployment)
     if min(r["tp_size"], r["dp_size"], r["ep_size"]) < 1:
         return _layout_problems(r)
@@ -360,12 +370,13 @@ def _render(r: dict[str, Any]) -> list[str]:
     argv = ["--model-path", r["model_path"],
             "--served-model-name", r["served_model_name"],
             "--tp-size", str(r["tp_size"])]
-    if r["dp_size"] > 1:
-        argv += ["--dp-size", str(r["dp_size"])]
+    # Spelled per version (manifests/sglang/<version>.rules.json, "attention_dp").
+    sizes, switches = sglang_versions.attention_dp_argv(r["sglang_version"], r["dp_size"],
+                                                        r["dp_attention_enabled"])
+    argv += sizes
     if r["ep_size"] > 1:
         argv += ["--ep-size", str(r["ep_size"])]
-    if r["dp_attention_enabled"]:
-        argv.append("--enable-dp-attention")
+    argv += switches
     if r["nnodes"] > 1:
         argv += ["--nnodes", str(r["nnodes"]), "--node-rank", str(r["node_rank"]),
                  "--dist-init-addr", r["dist_init_addr"]]

@@ -12,6 +12,8 @@ the pinned version's:
   SGLANG_SIM_FAIL_AFTER_LOAD an error message: the server dies with it once the weights
                              are "loaded" (exit 1), as SGLang does on a CUDA OOM
   SGLANG_HEALTH_CHECK_TIMEOUT  SGLang's own: how long a generation probe waits (default 20)
+  SGLANG_SIM_VERSION         the SGLang version to imitate (sim_versions.py; default
+                             0.5.6.post1): its flags, rules, endpoints and parsers
 
 A named test fault, for the watchdog's tests: SIGUSR1 hangs the scheduler (State.hung).
 The process and its HTTP server live on, generation never answers, and /health and
@@ -27,19 +29,24 @@ import sys
 import threading
 import time
 
-from . import __version__, cli, rules
+from . import __version__, cli, rules, sim_versions
 from .answers import Model
 from .log import log, server_args_line, set_level
-from .server import DEFAULT_HEALTH_CHECK_TIMEOUT, SIMULATED_VERSION, State, Timing, make_server
+from .server import DEFAULT_HEALTH_CHECK_TIMEOUT, State, Timing, make_server
 
 
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = cli.parse(sys.argv[1:] if argv is None else argv)  # unknown flag: exit 2
-    errors = rules.check(args)
+def main(argv: list[str] | None = None, entry: str = "launch_server") -> int:
+    version = sim_versions.current()
+    version_rules = sim_versions.rules(version)
+    warning = version_rules["entry_point"].get("launch_server_warning")
+    if entry == "launch_server" and warning:  # 0.5.23 recommends `sglang serve`
+        print(f"{__file__}: UserWarning: {warning}", file=sys.stderr, flush=True)
+    args = cli.parse(sys.argv[1:] if argv is None else argv, version)  # unknown flag: exit 2
+    errors = sim_versions.normalize(args, version) + rules.check(args)
     if errors:
         for error in errors:
             print(f"AssertionError: {error}", file=sys.stderr)
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # SGLang 0.5.6.post1 logs every argument at INFO, the API key in clear among them
     # (entrypoints/engine.py, _launch_subprocesses): so does its double.
     log(server_args_line(args), "info")
-    print(f"sglang_sim {__version__} (a test double of SGLang {SIMULATED_VERSION}, "
+    print(f"sglang_sim {__version__} (a test double of SGLang {version}, "
           f"not SGLang): rank {args.node_rank}/{args.nnodes}, tp {args.tensor_parallel_size}, "
           f"dp {args.data_parallel_size}, ep {args.expert_parallel_size}, model {args.model_path}", flush=True)
     model = Model(_env_float("SGLANG_SIM_ACCURACY", 1.0),
@@ -59,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                     _env_float("SGLANG_SIM_ITL_MS", 0) / 1000,
                     _env_float("SGLANG_SIM_ITL_PER_RUNNING_MS", 0) / 1000)
     state = State(args, model, timing, health_check_timeout=_env_float(
-        "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT))
+        "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT), version=version,
+        endpoints=version_rules["endpoints"])
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
     failure = os.environ.get("SGLANG_SIM_FAIL_AFTER_LOAD", "")

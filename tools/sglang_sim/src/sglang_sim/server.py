@@ -65,6 +65,9 @@ class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     counters: dict[str, float] = field(default_factory=lambda: {
         "prompt_tokens": 0, "generation_tokens": 0, "requests": 0, "ttft_sum": 0.0})
+    # The imitated SGLang version and its endpoints (versions/<version>.rules.json).
+    version: str = SIMULATED_VERSION
+    endpoints: dict[str, Any] = field(default_factory=lambda: {"ready": None})
 
     def itl(self) -> float:
         return self.timing.itl_s + self.timing.itl_per_running_s * max(self.inflight - 1, 0)
@@ -134,7 +137,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         key = self.state.args.api_key
-        if not key or self.path.startswith(("/health", "/metrics")):
+        open_paths = ("/health", "/metrics") + ((self.state.endpoints["ready"],)
+                                                if self.state.endpoints["ready"] else ())
+        if not key or self.path.startswith(open_paths):
             return True
         return self.headers.get("Authorization", "") == f"Bearer {key}"
 
@@ -162,12 +167,17 @@ class Handler(BaseHTTPRequestHandler):
         # be taken for the next request on a kept-alive connection (a router reuses them).
         self._raw_body = self.rfile.read(length)
         if path in ("/health", "/health_generate"):
-            if state.hung and state.ready and not state.draining:
+            # 0.5.23's /health answers without a generation (health_generates false).
+            probes = path == "/health_generate" or state.endpoints.get("health_generates", True)
+            if state.hung and state.ready and not state.draining and probes:
                 return self._health_hung()
             ok = state.ready and not state.draining
             return self._text(200 if ok else 503, "" if ok else "warming up or draining")
         if state.args.node_rank >= 1:  # SGLang's non-zero ranks serve only /health
             return self._json(404, {"detail": "Not Found"})
+        if path == state.endpoints["ready"]:  # 0.5.23: ready for new requests, no probe
+            ok = state.ready and not state.draining
+            return self._text(200 if ok else 503, "")
         routes = {
             ("GET", "/v1/models"): self._models,
             ("GET", "/get_model_info"): self._model_info,
@@ -230,7 +240,7 @@ class Handler(BaseHTTPRequestHandler):
         # Like SGLang (http_server.py, server_info): every server argument, the API key
         # among them, to whoever holds the key.
         info = dict(vars(self.state.args))
-        info["version"] = SIMULATED_VERSION
+        info["version"] = self.state.version
         info["simulator"] = f"sglang_sim {__version__}: a test double, not SGLang"
         self._json(200, info)
 
@@ -321,7 +331,8 @@ class Handler(BaseHTTPRequestHandler):
         if calls and args.tool_call_parser != parsers.KIMI_TOOL_CALL_PARSER:
             content, calls = content + kimi_tool_markup(calls), []
         raw = f"<think>{reply.reasoning}</think>{content}" if reply.reasoning else content
-        reasoning, content = parsers.split_reasoning(args.reasoning_parser, raw)
+        reasoning, content = parsers.split_reasoning(args.reasoning_parser, raw,
+                                                     self.state.version)
         reply = Reply(content, reasoning, calls)
         return reply, "tool_calls" if reply.tool_calls else "stop"
 
