@@ -35,6 +35,13 @@ def _kind(action: argparse.Action) -> str:
             "DeprecatedAction": "deprecated"}.get(type(action).__name__, "store")
 
 
+def _choices(choices: object) -> list | None:
+    if not choices:
+        return None
+    # A set (0.5.23's --sampling-backend) iterates in a different order in every process.
+    return sorted(choices) if isinstance(choices, (set, frozenset)) else list(choices)
+
+
 def _deprecation(action: argparse.Action) -> dict | None:
     """What a retired flag's action says and stores, for the builder and the simulator."""
     if not type(action).__name__.startswith("Deprecated"):
@@ -67,7 +74,7 @@ def build_manifest() -> dict:
             "kind": _kind(action),
             "type": _TYPE_NAMES.get(type_name, "str"),
             "nargs": action.nargs,
-            "choices": list(action.choices) if action.choices else None,
+            "choices": _choices(action.choices),
             "default": _jsonable(action.default),
         }
         deprecation = _deprecation(action)

@@ -1,7 +1,8 @@
 """Run SGLang's real reasoning and tool-call parsers on texts (the SGLang venv's Python).
 
 stdin: {"texts": [...], "tool_text": "..."}. stdout: {"reasoning": {name: [[reasoning,
-content], ...]}, "tool_calls": {name: number of calls found in tool_text}}.
+content], ...] | "cannot be built bare: ..."}, "tool_calls": {name: number of calls
+found in tool_text | "cannot be built bare: ..."}}.
 """
 import json
 import sys
@@ -14,10 +15,23 @@ request = json.load(sys.stdin)
 tools = [Tool(type="function", function=Function(
     name="get_weather", parameters={"type": "object",
                                     "properties": {"location": {"type": "string"}}}))]
+
+
+def reasoning(name):
+    try:
+        return [list(ReasoningParser(name).parse_non_stream(text)) for text in request["texts"]]
+    except ValueError as error:  # 0.5.23's response_template needs a template to be built
+        return f"cannot be built bare: {error}"
+
+
+def tool_calls(name):
+    try:
+        return len(FunctionCallParser(tools, name).parse_non_stream(request["tool_text"])[1])
+    except ValueError as error:
+        return f"cannot be built bare: {error}"
+
+
 json.dump({
-    "reasoning": {name: [list(ReasoningParser(name).parse_non_stream(text))
-                         for text in request["texts"]]
-                  for name in ReasoningParser.DetectorMap},
-    "tool_calls": {name: len(FunctionCallParser(tools, name).parse_non_stream(
-        request["tool_text"])[1]) for name in FunctionCallParser.ToolCallParserEnum},
+    "reasoning": {name: reasoning(name) for name in ReasoningParser.DetectorMap},
+    "tool_calls": {name: tool_calls(name) for name in FunctionCallParser.ToolCallParserEnum},
 }, sys.stdout)
