@@ -74,7 +74,7 @@ $(SGLANG_NEXT_VENV)/.installed: tests/conformance/requirements-$(SGLANG_NEXT_VER
 	  sglang.srt.function_call.function_call_parser"
 	touch $@
 
-$(SIM_WHEEL): $(VENV)/.installed $(shell find tools/sglang_sim -type f -not -path '*/__pycache__/*')
+$(SIM_WHEEL): $(VENV)/.installed $(shell find -L tools/sglang_sim -type f -not -path '*/__pycache__/*')
 	$(VENV)/bin/pip wheel --quiet --no-deps --wheel-dir build/wheelhouse tools/sglang_sim
 
 $(HUB_WHEELHOUSE): roles/model_weights/defaults/main.yml $(VENV)/.installed
