@@ -27,7 +27,7 @@ def known() -> list[str]:
 
 
 def current() -> str:
-    """The version asked for; an unknown one stops the simulator (exit 2), naming the known."""
+    """The version asked for; an unknown one stops the simulator (exit 1), naming the known."""
     version = os.environ.get("SGLANG_SIM_VERSION") or DEFAULT_VERSION
     if version not in known():
         raise SystemExit(f"sglang_sim: SGLANG_SIM_VERSION {version!r} is not one of {known()}")
