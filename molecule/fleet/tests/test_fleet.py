@@ -35,6 +35,12 @@ DEMO_ENV = {"SGLANG_SIM_LOAD_SECONDS": 2, "SGLANG_SIM_WARMUP_SECONDS": 2,
             "SGLANG_SIM_GSM8K": "/var/cache/sglang-verify/gsm8k-test.jsonl"}
 
 
+# Issue 15: the upgrade from the published figures' SGLang to the current one. The demo
+# names the simulator's venv after the version it imitates (inventories/demo).
+OLD, NEW = "0.5.6.post1", "0.5.23"
+VENV_OLD, VENV_NEW = (f"/opt/sglang/venvs/sglang-sim-0.1.0-as-{v}" for v in (OLD, NEW))
+
+
 def playbook(*names: str, options: tuple[str, ...] = (), extra: dict | str | None = None,
              env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the toolkit's playbooks NAMES, in order, in one ansible-playbook call."""
@@ -147,6 +153,12 @@ def test_the_api_key_is_in_no_command_line_or_unit_on_the_router_host():
 
 
 # Each server host's end state after converge, read from the container.
+def server_info(host: str) -> dict:
+    """What the server on `host` says it is (rank 0 only), asked on the host itself."""
+    return json.loads(sh(host, "curl -sf -H 'Authorization: Bearer " + KEY
+                         + "' http://127.0.0.1:30000/server_info"))
+
+
 def execstart(host: str) -> str:
     return " ".join(unit(host).replace("\\\n", " ").split())
 
@@ -270,10 +282,14 @@ def test_a_second_converge_under_mitogen_changes_and_restarts_only_the_changed_h
 def test_a_dry_run_shows_which_groups_would_change_and_touches_nothing():
     before = {h: (started(h), unit(h)) for pair in PAIRS.values() for h in pair}
     run = playbook("rollout.yml", options=("--check", "--diff"),
-                   extra={"sglang_service_max_running_requests": 32})
+                   extra={"sglang_service_max_running_requests": 32, "sglang_version": NEW})
     ok(run)
     assert "[kimi_demo_pair1] [kimi_demo_pair2]" in run.stdout
     assert "+    --max-running-requests 32" in run.stdout
+    # An upgrade shows each host's command line before and after: the new version's venv.
+    assert f"-ExecStart={VENV_OLD}/bin/python" in run.stdout
+    assert f"+ExecStart={VENV_NEW}/bin/python" in run.stdout
+    assert sh("fleet-1", f"test -e {VENV_NEW} && echo built || echo none").strip() == "none"
     assert {h: (started(h), unit(h)) for pair in PAIRS.values() for h in pair} == before
 
 
@@ -296,15 +312,21 @@ def test_a_flag_rolls_group_by_group_with_zero_failed_requests():
 def test_a_rollout_that_fails_its_gate_rolls_back_the_first_group_and_stops():
     untouched = {h: (started(h), unit(h)) for h in PAIRS["kimi_demo_pair2"]}
     previous = {h: unit(h) for h in PAIRS["kimi_demo_pair1"]}
-    # The new configuration answers GSM8K right 30% of the time: below the 0.93 gate.
-    bad_env = dict(DEMO_ENV, SGLANG_SIM_ACCURACY="0.3")
+    # An upgrade to SGLang 0.5.23 whose servers answer GSM8K right 30% of the time: below
+    # the 0.93 gate.
+    bad_env = dict(DEMO_ENV, SGLANG_SIM_ACCURACY="0.3", SGLANG_SIM_VERSION=NEW)
     run = playbook("rollout.yml", extra={"sglang_service_max_running_requests": 40,
-                                         "sglang_service_extra_env": bad_env})
+                                         "sglang_service_extra_env": bad_env,
+                                         "sglang_version": NEW})
     assert run.returncode != 0
     assert "Rollout stopped at group kimi_demo_pair1, which was rolled back" in run.stdout
     assert "is below the instruct threshold 0.930" in run.stdout
     for host, text in previous.items():
         assert unit(host) == text and healthy(host), host
+    # The new version's venv was built beside the old one; the group serves the old again.
+    assert sh("fleet-1", f"test -x {VENV_NEW}/bin/python && echo built").strip() == "built"
+    assert f"{VENV_OLD}/bin/python" in execstart("fleet-1")
+    assert server_info("fleet-1")["version"] == OLD
     assert {h: (started(h), unit(h)) for h in PAIRS["kimi_demo_pair2"]} == untouched
     status, listing = router("/workers")
     assert {w["url"] for w in listing["workers"] if w["is_healthy"]} == {
@@ -323,3 +345,26 @@ def test_a_killed_rank_restarts_its_group_without_a_human():
     assert started("fleet-3") > rank0_before, "rank 0 was not restarted with its group"
     assert healthy("fleet-3") and healthy("fleet-4")
     assert started("fleet-1") == other_before, "the other group must not restart"
+
+
+def test_an_upgrade_to_sglang_0_5_23_rolls_group_by_group_with_zero_failed_requests():
+    """Issue 15: rollout.yml with the new version takes each group out of the router,
+    builds the new venv beside the old, renders the unit for 0.5.23, restarts, smoke- and
+    GSM8K-checks and re-adds it, under client traffic."""
+    before = {h: started(h) for h in SERVERS}
+    with Traffic() as traffic:
+        run = playbook("rollout.yml", extra={"sglang_version": NEW})
+        time.sleep(2)
+    ok(run)
+    assert len(traffic.statuses) > 50 and traffic.failed == [], traffic.failed[:10]
+    assert "kimi_demo_pair1: rolled. kimi_demo_pair2: rolled." in run.stdout
+    assert min(started(h) for h in PAIRS["kimi_demo_pair2"]) > max(
+        started(h) for h in PAIRS["kimi_demo_pair1"])
+    for host in SERVERS:
+        assert started(host) > before[host], f"{host} did not restart"
+        assert f"{VENV_NEW}/bin/python" in execstart(host), host
+        assert sh(host, f"test -x {VENV_OLD}/bin/python && echo kept").strip() == "kept"
+    for host in ("fleet-1", "fleet-3"):
+        assert server_info(host)["version"] == NEW
+        assert sh(host, "curl -s -o /dev/null -w '%{http_code}' "
+                        "http://127.0.0.1:30000/ready").strip() == "200"
