@@ -12,6 +12,9 @@ the pinned version's:
   SGLANG_SIM_FAIL_AFTER_LOAD an error message: the server dies with it once the weights
                              are "loaded" (exit 1), as SGLang does on a CUDA OOM
   SGLANG_HEALTH_CHECK_TIMEOUT  SGLang's own: how long a generation probe waits (default 20)
+  SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT, SGLANG_DISAGGREGATION_WAITING_TIMEOUT
+                             SGLang's own: how long a prefill waits for its decode, and
+                             a decode for its KV (default 300 each; disaggregation.py)
 
 A named test fault, for the watchdog's tests: SIGUSR1 hangs the scheduler (State.hung).
 The process and its HTTP server live on, generation never answers, and /health and
@@ -27,7 +30,7 @@ import sys
 import threading
 import time
 
-from . import __version__, cli, rules
+from . import __version__, cli, disaggregation, rules
 from .answers import Model
 from .log import log, server_args_line, set_level
 from .server import DEFAULT_HEALTH_CHECK_TIMEOUT, SIMULATED_VERSION, State, Timing, make_server
@@ -37,9 +40,24 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
+def _disaggregate(state: State) -> None:
+    """A prefill spends the time to first token and no decode step; a decode spends no
+    prefill. Like SGLang, the prefill's node 0 opens its bootstrap server while the
+    weights still load (the tokenizer manager starts it before the schedulers are up)."""
+    args, timing = state.args, state.timing
+    if args.disaggregation_mode == "prefill" and args.node_rank == 0:
+        state.pd = disaggregation.Prefill(args, timing.ttft_s, _env_float(
+            "SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT", disaggregation.DEFAULT_TIMEOUT_S))
+        timing.ttft_s = timing.itl_s = timing.itl_per_running_s = 0.0
+    elif args.disaggregation_mode == "decode" and args.node_rank == 0:
+        state.pd = disaggregation.Decode(args, _env_float(
+            "SGLANG_DISAGGREGATION_WAITING_TIMEOUT", disaggregation.DEFAULT_TIMEOUT_S))
+        timing.ttft_s = 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse(sys.argv[1:] if argv is None else argv)  # unknown flag: exit 2
-    errors = rules.check(args)
+    errors = rules.check(args) + disaggregation.check(args)
     if errors:
         for error in errors:
             print(f"AssertionError: {error}", file=sys.stderr)
@@ -60,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                     _env_float("SGLANG_SIM_ITL_PER_RUNNING_MS", 0) / 1000)
     state = State(args, model, timing, health_check_timeout=_env_float(
         "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT))
+    _disaggregate(state)
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
     failure = os.environ.get("SGLANG_SIM_FAIL_AFTER_LOAD", "")
