@@ -8,7 +8,8 @@ short_description: Collect GPU, driver, fabric and disk facts from nvidia-smi an
 description:
   - Runs C(nvidia-smi --query-gpu=... --format=csv,noheader,nounits) and C(nvidia-smi -q),
     reads the loaded kernel module's version, the installed driver package's version, the
-    fabric manager's state, the NVSwitch device count and the free space at C(free_path).
+    fabric manager's state, the NVSwitch device count, the free space at C(free_path) and
+    every RDMA device's ports from C(infiniband_path) (state, physical state, link layer, rate).
   - When nvidia-smi fails (no module loaded, or the driver/library version mismatch a
     driver upgraded under a running kernel gives), returns its message as C(smi_error)
     instead of failing, so the caller can say what to do.
@@ -19,6 +20,7 @@ options:
   loaded_version_path: {description: File holding the loaded module's version., type: path, default: /sys/module/nvidia/version}
   nvswitch_devices_path: {description: Directory listing NVSwitch devices., type: path, default: /proc/driver/nvidia-nvswitch/devices}
   free_path: {description: Filesystem to measure free space on (the model cache)., type: path, default: /var/lib}
+  infiniband_path: {description: The kernel's InfiniBand class directory (RDMA devices)., type: path, default: /sys/class/infiniband}
 """
 
 EXAMPLES = r"""
@@ -43,12 +45,14 @@ installed_version: {description: Installed driver version (no Debian revision).,
 fabricmanager_state: {description: systemctl is-active nvidia-fabricmanager., type: str, returned: always}
 nvswitch_count: {description: NVSwitch devices found., type: int, returned: always}
 free_bytes: {description: Free bytes at free_path., type: int, returned: always}
+rdma: {description: "RDMA devices: {device: {port: {state, phys_state, link_layer, rate}}}.", type: dict, returned: always}
 """
 
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.nvidia_smi import QUERY_FIELDS, parse_q, parse_query_csv
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.rdma import read_infiniband
 
 
 def _read(path):
@@ -68,6 +72,7 @@ def main():
             "nvswitch_devices_path": {"type": "path",
                                       "default": "/proc/driver/nvidia-nvswitch/devices"},
             "free_path": {"type": "path", "default": "/var/lib"},
+            "infiniband_path": {"type": "path", "default": "/sys/class/infiniband"},
         },
         supports_check_mode=True,
     )
@@ -96,6 +101,7 @@ def main():
     stat = os.statvfs(p["free_path"] if os.path.exists(p["free_path"]) else "/")
     out["free_path"] = p["free_path"]
     out["free_bytes"] = stat.f_bavail * stat.f_frsize
+    out["rdma"] = read_infiniband(p["infiniband_path"])
     module.exit_json(**out)
 
 

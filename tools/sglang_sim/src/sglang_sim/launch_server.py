@@ -14,6 +14,9 @@ the pinned version's:
   SGLANG_HEALTH_CHECK_TIMEOUT  SGLang's own: how long a generation probe waits (default 20)
   SGLANG_SIM_VERSION         the SGLang version to imitate (sim_versions.py; default
                              0.5.6.post1): its flags, rules, endpoints and parsers
+  SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT, SGLANG_DISAGGREGATION_WAITING_TIMEOUT
+                             SGLang's own: how long a prefill waits for its decode, and
+                             a decode for its KV (default 300 each; disaggregation.py)
 
 A named test fault, for the watchdog's tests: SIGUSR1 hangs the scheduler (State.hung).
 The process and its HTTP server live on, generation never answers, and /health and
@@ -29,7 +32,7 @@ import sys
 import threading
 import time
 
-from . import __version__, cli, rules, sim_versions
+from . import __version__, cli, disaggregation, rules, sim_versions
 from .answers import Model
 from .log import log, server_args_line, set_level
 from .server import DEFAULT_HEALTH_CHECK_TIMEOUT, State, Timing, make_server
@@ -37,6 +40,21 @@ from .server import DEFAULT_HEALTH_CHECK_TIMEOUT, State, Timing, make_server
 
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
+
+
+def _disaggregate(state: State) -> None:
+    """A prefill spends the time to first token and no decode step; a decode spends no
+    prefill. Like SGLang, the prefill's node 0 opens its bootstrap server while the
+    weights still load (the tokenizer manager starts it before the schedulers are up)."""
+    args, timing = state.args, state.timing
+    if args.disaggregation_mode == "prefill" and args.node_rank == 0:
+        state.pd = disaggregation.Prefill(args, timing.ttft_s, _env_float(
+            "SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT", disaggregation.DEFAULT_TIMEOUT_S))
+        timing.ttft_s = timing.itl_s = timing.itl_per_running_s = 0.0
+    elif args.disaggregation_mode == "decode" and args.node_rank == 0:
+        state.pd = disaggregation.Decode(args, _env_float(
+            "SGLANG_DISAGGREGATION_WAITING_TIMEOUT", disaggregation.DEFAULT_TIMEOUT_S))
+        timing.ttft_s = 0.0
 
 
 def main(argv: list[str] | None = None, entry: str = "launch_server") -> int:
@@ -47,6 +65,7 @@ def main(argv: list[str] | None = None, entry: str = "launch_server") -> int:
         print(f"{__file__}: UserWarning: {warning}", file=sys.stderr, flush=True)
     args = cli.parse(sys.argv[1:] if argv is None else argv, version)  # unknown flag: exit 2
     errors = sim_versions.normalize(args, version) + rules.check(args)
+    errors += disaggregation.check(args, version)
     if errors:
         for error in errors:
             print(f"AssertionError: {error}", file=sys.stderr)
@@ -68,6 +87,7 @@ def main(argv: list[str] | None = None, entry: str = "launch_server") -> int:
     state = State(args, model, timing, health_check_timeout=_env_float(
         "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT), version=version,
         endpoints=version_rules["endpoints"])
+    _disaggregate(state)
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
     failure = os.environ.get("SGLANG_SIM_FAIL_AFTER_LOAD", "")

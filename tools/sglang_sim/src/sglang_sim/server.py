@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
-from . import __version__, parsers
+from . import __version__, disaggregation, parsers
 from .log import log
 from .answers import Model, Reply, kimi_tool_markup
 
@@ -59,6 +59,9 @@ class State:
     # leaves SGLang. Generation waits for ever (until a drain), the generation probes
     # time out; systemd sees nothing.
     hung: bool = False
+    # --disaggregation-mode prefill|decode: that half's part of the transfer
+    # (disaggregation.py); None for a server that does both.
+    pd: Any = None
     health_check_timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT
     stopping: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
@@ -180,7 +183,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._text(200 if ok else 503, "")
         routes = {
             ("GET", "/v1/models"): self._models,
-            ("GET", "/get_model_info"): self._model_info,
+            ("GET", "/get_model_info"): self._get_model_info,
+            ("GET", "/model_info"): self._model_info,
             ("GET", "/get_server_info"): self._get_server_info,
             ("GET", "/server_info"): self._server_info,
             ("GET", "/metrics"): self._metrics,
@@ -201,6 +205,10 @@ class Handler(BaseHTTPRequestHandler):
             if state.hung:  # no token ever comes; a drain ends the wait, as SIGKILL would
                 state.stopping.wait()
                 return self._json(503, {"error": "server is not ready"})
+            if state.pd is not None and path in disaggregation.GENERATION_ROUTES:
+                failure = state.pd.admit(self._body())
+                if failure:  # SGLang aborts the request: prepare_abort(..., 500)
+                    return self._json(500, {"error": {"message": failure, "code": 500}})
             route()
         finally:
             with state.lock:
@@ -224,6 +232,11 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"object": "list", "data": [{
             "id": name, "object": "model", "created": 0, "owned_by": "sglang",
             "root": name, "max_model_len": self.state.args.context_length or 131072}]})
+
+    def _get_model_info(self) -> None:
+        log("Endpoint '/get_model_info' is deprecated and will be removed in a future "
+            "version. Please use '/model_info' instead.")
+        self._model_info()
 
     def _model_info(self) -> None:
         args = self.state.args
