@@ -69,6 +69,20 @@ $(ROUTER_WHEELHOUSE): roles/sglang_router/defaults/main.yml $(VENV)/.installed
 	  "$$(sed -n 's/^sglang_router_package: "*\([^"]*\)"*$$/\1/p' roles/sglang_router/defaults/main.yml)"
 	touch $@
 
+# Debian 12's Prometheus and Alertmanager packages (the versions the sglang_monitoring role
+# installs), fetched by the controller's apt: promtool and prometheus, unpacked, check the
+# monitoring rules and dashboards in the unit stage (tests/unit/test_monitoring_*.py).
+PROMETHEUS_DEBS := build/debs-prometheus/.downloaded
+PROMTOOL := build/prometheus/usr/bin/promtool
+$(PROMETHEUS_DEBS):
+	mkdir -p build/debs-prometheus
+	cd build/debs-prometheus && apt-get download --quiet prometheus prometheus-alertmanager
+	touch $@
+
+$(PROMTOOL): $(PROMETHEUS_DEBS)
+	dpkg-deb -x build/debs-prometheus/prometheus_*.deb build/prometheus
+	touch $@
+
 ## demo: a local simulated fleet, converged by the real playbooks
 demo: bootstrap $(SIM_WHEEL)
 	ansible-playbook -i inventories/demo tools/demo/up.yml
@@ -124,7 +138,7 @@ lint: $(VENV)/.installed
 collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed $(PROMTOOL)
 	tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
