@@ -157,7 +157,8 @@ def test_the_unit_runs_the_inventorys_command_as_the_service_account(host):
     for flag in ("-m sglang_sim.launch_server", "--model-path moonshotai/Kimi-K2-Instruct",
                  "--tp-size 8 --dp-size 4 --enable-dp-attention", "--tool-call-parser kimi_k2",
                  f"--nnodes 2 --node-rank {RANK[host]} --dist-init-addr {NODE0[host]}:50000",
-                 "--trust-remote-code", "--enable-metrics", "--config /etc/sglang/secrets.yaml"):
+                 "--trust-remote-code", "--enable-metrics --enable-metrics-for-all-schedulers",
+                 "--config /etc/sglang/secrets.yaml"):
         assert flag in flags, flags
     # Instruct has no reasoning parser (the Thinking variant's is checked in the demo).
     assert "--reasoning-parser" not in flags and "--max-running-requests" not in flags
