@@ -347,11 +347,12 @@ def _panel(index: int, title: str, expr: str, unit: str) -> dict[str, Any]:
             "targets": [{"refId": "A", "expr": expr, "legendFormat": "__auto"}]}
 
 
-def sglang_monitoring_dashboards() -> dict[str, dict[str, Any]]:
+def sglang_monitoring_dashboards(inventory: str = "") -> dict[str, dict[str, Any]]:
     """uid -> Grafana dashboard JSON (schema 38), with a data source variable and, on
-    the server dashboard, a deployment group variable."""
+    the server dashboard, a deployment group variable; titled after the inventory."""
     out = {}
     for uid, (title, panels) in DASHBOARDS.items():
+        title = f"{title} ({inventory})" if inventory else title
         variables: list[dict[str, Any]] = [{"name": "datasource", "type": "datasource",
                                             "query": "prometheus", "label": "Data source"}]
         if uid == "sglang-server":
