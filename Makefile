@@ -83,6 +83,15 @@ $(PROMTOOL): $(PROMETHEUS_DEBS)
 	dpkg-deb -x build/debs-prometheus/prometheus_*.deb build/prometheus
 	touch $@
 
+# The real sglang-router, from the test hosts' wheels, for the dashboards' check (a router
+# in front of simulators, scraped by the real Prometheus: tests/unit/test_monitoring_dashboards.py).
+ROUTER_VENV := build/router-venv/.installed
+$(ROUTER_VENV): $(ROUTER_WHEELHOUSE)
+	python3 -m venv build/router-venv
+	$(UV_INSTALL) --python build/router-venv/bin/python --no-index \
+	  --find-links build/wheelhouse-router sglang-router
+	touch $@
+
 ## demo: a local simulated fleet, converged by the real playbooks
 demo: bootstrap $(SIM_WHEEL)
 	ansible-playbook -i inventories/demo tools/demo/up.yml
@@ -138,7 +147,7 @@ lint: $(VENV)/.installed
 collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
-unit: $(VENV)/.installed $(PROMTOOL)
+unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV)
 	tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(VENV)/.installed
