@@ -74,10 +74,20 @@ $(ROUTER_WHEELHOUSE): roles/sglang_router/defaults/main.yml $(VENV)/.installed
 # monitoring rules and dashboards in the unit stage (tests/unit/test_monitoring_*.py).
 PROMETHEUS_DEBS := build/debs-prometheus/.downloaded
 PROMTOOL := build/prometheus/usr/bin/promtool
+# With their dependencies, for test hosts that reach no package index: a flat apt
+# repository (Packages) that molecule/fleet copies to its monitoring host.
+MONITORING_PACKAGES := prometheus prometheus-alertmanager
 $(PROMETHEUS_DEBS):
 	mkdir -p build/debs-prometheus
-	cd build/debs-prometheus && apt-get download --quiet prometheus prometheus-alertmanager
+	cd build/debs-prometheus && apt-get download --quiet $(MONITORING_PACKAGES) \
+	  $$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+	     --no-replaces --no-enhances $(MONITORING_PACKAGES) | grep '^[a-z]' | sort -u \
+	     | grep -vxF -e prometheus -e prometheus-alertmanager)
 	touch $@
+
+PROMETHEUS_REPO := build/debs-prometheus/Packages
+$(PROMETHEUS_REPO): $(PROMETHEUS_DEBS)
+	cd build/debs-prometheus && apt-ftparchive packages . > Packages
 
 $(PROMTOOL): $(PROMETHEUS_DEBS)
 	dpkg-deb -x build/debs-prometheus/prometheus_*.deb build/prometheus
@@ -167,11 +177,11 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 SCENARIOS ?= fleet model_weights gpu_stack gates
 MOLECULE_LANES ?= 2
 MITOGEN_PLUGINS = $$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p')
-molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
+molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) \
 	  tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
 
-molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
+molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) tools/testbed/molecule-lanes 1 $*
 
 ## bench: converge timings, plan at fleet scale, evaluator overhead, weights staging (each prints a table)
