@@ -28,6 +28,13 @@ def run(tmp_path, **extra) -> subprocess.CompletedProcess:
 
 
 def test_files_only_writes_targets_rules_config_and_dashboards(tmp_path):
+    # Two verify reports and a benchmark's (suffixed): the newest verify report counts.
+    for stamp, accuracy in (("20260101T000000Z", 0.5), ("20260102T000000Z", 0.97),
+                            ("20260103T000000Z-bench", 0.1)):
+        (tmp_path / "demo" / stamp).mkdir(parents=True)
+        (tmp_path / "demo" / stamp / "report.json").write_text(json.dumps({"hosts": [
+            {"host": "kimi-demo-1", "group": "kimi-demo-1",
+             "gsm8k": {"accuracy": accuracy, "threshold": 0.93}}]}))
     result = run(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     out = tmp_path / "demo" / "monitoring"
@@ -37,6 +44,9 @@ def test_files_only_writes_targets_rules_config_and_dashboards(tmp_path):
     check = promtool("check", "rules", str(out / "rules" / "sglang.yml"),
                      str(out / "rules" / "gsm8k.yml"))
     assert check.returncode == 0, check.stdout + check.stderr
+    gsm8k = yaml.safe_load((out / "rules" / "gsm8k.yml").read_text())["groups"][0]["rules"]
+    assert [(r["record"], r["expr"]) for r in gsm8k] == [
+        ("sglang_gsm8k_accuracy", "vector(0.97)"), ("sglang_gsm8k_threshold", "vector(0.93)")]
     config = yaml.safe_load((out / "prometheus.yml").read_text())
     assert config["rule_files"] == ["/etc/prometheus/sglang/rules/*.yml"]
     assert {p.name for p in (out / "dashboards").iterdir()} == {
@@ -58,4 +68,4 @@ def test_bad_settings_are_refused_on_the_controller(tmp_path, extra, words):
     assert result.returncode != 0
     assert words in result.stdout, result.stdout[-3000:]
     assert "Give the monitoring host" not in result.stdout.split(words)[0]
-    assert not (tmp_path / "demo").exists()  # nothing written anywhere
+    assert not (tmp_path / "demo" / "monitoring").exists()  # nothing written anywhere
