@@ -87,6 +87,39 @@ $(ROUTER_WHEELHOUSE): roles/sglang_router/defaults/main.yml $(VENV)/.installed
 	  "$$(sed -n 's/^sglang_router_package: "*\([^"]*\)"*$$/\1/p' roles/sglang_router/defaults/main.yml)"
 	touch $@
 
+# Debian 12's Prometheus and Alertmanager packages (the versions the sglang_monitoring role
+# installs), fetched by the controller's apt: promtool and prometheus, unpacked, check the
+# monitoring rules and dashboards in the unit stage (tests/unit/test_monitoring_*.py).
+PROMETHEUS_DEBS := build/debs-prometheus/.downloaded
+PROMTOOL := build/prometheus/usr/bin/promtool
+# With their dependencies, for test hosts that reach no package index: a flat apt
+# repository (Packages) that molecule/fleet copies to its monitoring host.
+MONITORING_PACKAGES := prometheus prometheus-alertmanager
+$(PROMETHEUS_DEBS):
+	mkdir -p build/debs-prometheus
+	cd build/debs-prometheus && apt-get download --quiet $(MONITORING_PACKAGES) \
+	  $$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+	     --no-replaces --no-enhances $(MONITORING_PACKAGES) | grep '^[a-z]' | sort -u \
+	     | grep -vxF -e prometheus -e prometheus-alertmanager)
+	touch $@
+
+PROMETHEUS_REPO := build/debs-prometheus/Packages
+$(PROMETHEUS_REPO): $(PROMETHEUS_DEBS)
+	cd build/debs-prometheus && apt-ftparchive packages . > Packages
+
+$(PROMTOOL): $(PROMETHEUS_DEBS)
+	dpkg-deb -x build/debs-prometheus/prometheus_*.deb build/prometheus
+	touch $@
+
+# The real sglang-router, from the test hosts' wheels, for the dashboards' check (a router
+# in front of simulators, scraped by the real Prometheus: tests/unit/test_monitoring_dashboards.py).
+ROUTER_VENV := build/router-venv/.installed
+$(ROUTER_VENV): $(ROUTER_WHEELHOUSE)
+	python3 -m venv build/router-venv
+	$(UV_INSTALL) --python build/router-venv/bin/python --no-index \
+	  --find-links build/wheelhouse-router sglang-router
+	touch $@
+
 ## demo: a local simulated fleet, converged by the real playbooks
 demo: bootstrap $(SIM_WHEEL)
 	ansible-playbook -i inventories/demo tools/demo/up.yml
@@ -142,7 +175,7 @@ lint: $(VENV)/.installed
 collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV)
 	tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed $(VENV)/.installed
@@ -164,11 +197,11 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 SCENARIOS ?= fleet model_weights gpu_stack gates
 MOLECULE_LANES ?= 2
 MITOGEN_PLUGINS = $$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p')
-molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
+molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) \
 	  tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
 
-molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE)
+molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) tools/testbed/molecule-lanes 1 $*
 
 ## bench: converge timings, plan at fleet scale, evaluator overhead, weights staging (each prints a table)

@@ -116,6 +116,26 @@ RULES: dict[str, Rule] = {
     "sglang_service_restart_delay": _count(0, fix="seconds from a crash to the restart"),
     "sglang_service_restart_burst": _count(fix="starts allowed per interval"),
     "sglang_service_restart_interval": _count(fix="seconds of the start-limit window"),
+    # sglang_monitoring (its objectives: plugins/filter/sglang_monitoring.py)
+    "sglang_monitoring_host": Rule("address", nullable=True),  # an inventory host, or empty
+    "sglang_monitoring_grafana_host": Rule("address", nullable=True),
+    "sglang_monitoring_dcgm_exporter_port": PORT,
+    "sglang_monitoring_node_exporter_port": _count(0, 65535, fix="node exporter port, 0 for none"),
+    "sglang_monitoring_rate_window": _count(fix="seconds behind rates and p95s"),
+    "sglang_monitoring_down_for": _count(0, fix="seconds down before an alert"),
+    "sglang_monitoring_alert_for": _count(0, fix="seconds a condition lasts before an alert"),
+    "sglang_monitoring_latency_for": _count(0, fix="seconds above an objective before an alert"),
+    "sglang_monitoring_queue_threshold": _count(0, fix="queued requests"),
+    "sglang_monitoring_token_usage_ratio": Rule("fraction", fix="of the KV cache's tokens"),
+    "sglang_monitoring_gpu_temperature_celsius": _count(1, 150, fix="degrees Celsius"),
+    "sglang_monitoring_scrape_interval": _count(fix="seconds between scrapes"),
+    "sglang_monitoring_evaluation_interval": _count(fix="seconds between rule evaluations"),
+    "sglang_monitoring_retention_days": _count(fix="days of samples kept"),
+    "sglang_monitoring_retention_size_gib": _count(0, fix="GiB of samples kept, 0 for no limit"),
+    "sglang_monitoring_listen_address": ADDRESS,
+    "sglang_monitoring_prometheus_port": PORT,
+    "sglang_monitoring_alertmanager_port": PORT,
+    "sglang_monitoring_ready_timeout": _count(fix="seconds Prometheus may take to be ready"),
     # sglang_verify
     "sglang_verify_request_timeout": _count(fix="seconds a smoke request may take"),
     "sglang_verify_max_tokens": _count(fix="tokens a smoke answer may use"),
@@ -217,6 +237,8 @@ def _expect(rule: Rule) -> str:
         span += "".join(f" or {s}" for s in rule.special)
         span += " or null" if rule.nullable else ""
         return f"{span} ({rule.fix})" if rule.fix else span
+    if rule.kind == "fraction" and rule.fix:
+        return f"a fraction strictly between 0 and 1 ({rule.fix})"
     return {
         "fraction": "a fraction strictly between 0 and 1 (of each GPU's memory), or null",
         "port": "a TCP port from 1 to 65535",
@@ -229,7 +251,7 @@ def _expect(rule: Rule) -> str:
 # (sglang_router_port is sglang_router's, not sglang's).
 ROLES = ("gpu_preflight", "model_weights", "nvidia_driver", "sglang",
          "sglang_benchmark", "sglang_rollout", "sglang_router", "sglang_service",
-         "sglang_verify", "toolkit_common")
+         "sglang_verify", "toolkit_common", "sglang_monitoring")
 
 
 def owner(name: str) -> str | None:

@@ -94,9 +94,12 @@ _OWNED = {
     "--host": "sglang_service_host",
     "--port": "sglang_service_port",
     "--enable-metrics": "sglang_service_metrics_enabled",
+    "--enable-metrics-for-all-schedulers": "sglang_service_metrics_enabled (with dp-attention)",
     "--api-key": "sglang_service_api_key (kept out of argv, in the 0600 secrets file)",
     "--config": "(the role passes the secrets file with --config)",
 }
+
+ALL_SCHEDULERS = "--enable-metrics-for-all-schedulers"
 
 # Never valid for Kimi-K2: FP8 / compressed-tensors come from config.json.
 _FORBIDDEN = {"--quantization": "Kimi-K2 reads its quantization from config.json"}
@@ -394,6 +397,10 @@ def _render(r: dict[str, Any]) -> list[str]:
     argv += ["--host", str(r["host"]), "--port", str(r["port"])]
     if r.get("metrics_enabled"):
         argv.append("--enable-metrics")
+        # With dp-attention only attention-TP rank 0's schedulers report unless told (all
+        # metrics seem to come from one scheduler); a version without the flag goes without.
+        if r["dp_attention_enabled"] and ALL_SCHEDULERS in _options(load_manifest(r["sglang_version"])):
+            argv.append(ALL_SCHEDULERS)
     if r.get("secrets_file"):
         argv += ["--config", r["secrets_file"]]
     return argv + [str(a) for a in r.get("extra_args") or []]

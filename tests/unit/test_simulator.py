@@ -251,7 +251,7 @@ def test_metrics_count_requests(sim_factory):
     sim = sim_factory([*INSTRUCT, "--enable-metrics"])
     sim.json("/generate", {"text": "Question: What is 15% of 240?\nAnswer:"})
     metrics = sim.request("/metrics")[1].decode()
-    assert 'sglang:time_to_first_token_seconds_count{model_name="moonshotai/Kimi-K2-Instruct"} 1' \
+    assert 'sglang:time_to_first_token_seconds_count{model_name="moonshotai/Kimi-K2-Instruct"} 1.0' \
         in metrics
     assert "sglang:num_running_reqs" in metrics
 

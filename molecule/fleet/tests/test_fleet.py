@@ -14,7 +14,9 @@ import re
 import subprocess
 import threading
 import time
+import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -39,6 +41,7 @@ DEMO_ENV = {"SGLANG_SIM_LOAD_SECONDS": 2, "SGLANG_SIM_WARMUP_SECONDS": 2,
 # names the simulator's venv after the version it imitates (inventories/demo).
 OLD, NEW = "0.5.6.post1", "0.5.23"
 VENV_OLD, VENV_NEW = (f"/opt/sglang/venvs/sglang-sim-0.1.0-as-{v}" for v in (OLD, NEW))
+KILLED_AT: dict[str, float] = {}  # host -> when its rank was killed (epoch seconds)
 
 
 def playbook(*names: str, options: tuple[str, ...] = (), extra: dict | str | None = None,
@@ -169,7 +172,8 @@ def test_the_unit_runs_the_inventorys_command_as_the_service_account(host):
     for flag in ("-m sglang_sim.launch_server", "--model-path moonshotai/Kimi-K2-Instruct",
                  "--tp-size 8 --dp-size 4 --enable-dp-attention", "--tool-call-parser kimi_k2",
                  f"--nnodes 2 --node-rank {RANK[host]} --dist-init-addr {NODE0[host]}:50000",
-                 "--trust-remote-code", "--enable-metrics", "--config /etc/sglang/secrets.yaml"):
+                 "--trust-remote-code", "--enable-metrics --enable-metrics-for-all-schedulers",
+                 "--config /etc/sglang/secrets.yaml"):
         assert flag in flags, flags
     # Instruct has no reasoning parser (the Thinking variant's is checked in the demo).
     assert "--reasoning-parser" not in flags and "--max-running-requests" not in flags
@@ -333,9 +337,87 @@ def test_a_rollout_that_fails_its_gate_rolls_back_the_first_group_and_stops():
         "http://fleet-1:30000", "http://fleet-3:30000"}
 
 
+# ---------------------------------------------------------------- monitoring (fleet-1)
+# playbooks/monitoring.yml installs Debian's Prometheus 2.42 and Alertmanager 0.25 on
+# fleet-1 (group monitoring) with the inventory's short windows (inventory/hosts.yml).
+
+
+def prometheus(path: str, **params) -> dict:
+    url = f"http://{address('fleet-1')}:9090/api/v1/{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def firing(alert: str, group: str) -> bool:
+    return any(a["labels"]["alertname"] == alert and a["labels"].get("deployment_group") == group
+               and a["state"] == "firing" for a in prometheus("alerts")["alerts"])
+
+
+def wait_for(check, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.5)
+
+
+def test_monitoring_installs_a_hardened_prometheus_that_scrapes_every_target():
+    subprocess.run(["podman", "cp", str(PROJECT / "build" / "debs-prometheus"),
+                    "fleet-1:/srv/sglang-monitoring-repo"], check=True)
+    ok(playbook("monitoring.yml"))
+    again = playbook("monitoring.yml")
+    ok(again)
+    assert changed_per_host(again)["fleet-1"] == 0, again.stdout[-3000:]
+    assert "prometheus, version 2.42" in sh("fleet-1", "prometheus --version 2>&1")
+    assert "version 0.25" in sh("fleet-1", "prometheus-alertmanager --version 2>&1")
+    for unit in ("prometheus.service", "prometheus-alertmanager.service"):
+        out = sh("fleet-1", f"systemd-analyze security --no-pager {unit}")
+        score = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out)
+        assert score and float(score.group(1)) <= 4.0, out
+    args = sh("fleet-1", "cat /etc/default/prometheus")
+    assert "--storage.tsdb.retention.time=15d" in args
+
+    def all_up() -> bool:
+        targets = prometheus("targets", state="active")["activeTargets"]
+        jobs = sorted((t["labels"]["job"], t["health"]) for t in targets)
+        return jobs == sorted([("sglang_ranks", "up")] * 4 + [("sglang_servers", "up")] * 2
+                              + [("sglang_routers", "up")])
+    wait_for(all_up, 30, "every rank, metrics endpoint and the router up")
+    ranks = prometheus("query", query='up{job="sglang_ranks"}')["result"]
+    assert {(r["metric"]["host"], r["metric"]["metrics"]) for r in ranks} == {
+        ("fleet-1", "sglang"), ("fleet-2", "none"), ("fleet-3", "sglang"), ("fleet-4", "none")}
+    # The newest verify report's GSM8K results, as series (rank 0 of each group).
+    newest = sorted((PROJECT / "reports" / Path(INVENTORY).name).glob("*Z/report.json"))[-1]
+    scored = {(row["host"], row["gsm8k"]["accuracy"])
+              for row in json.loads(newest.read_text())["hosts"] if row["gsm8k"]}
+    gsm8k = prometheus("query", query="sglang_gsm8k_accuracy")["result"]
+    assert {(g["metric"]["host"], float(g["value"][1])) for g in gsm8k} == scored
+    assert {host for host, _ in scored} >= {"fleet-1", "fleet-3"}
+    assert prometheus("alertmanagers")["activeAlertmanagers"]
+
+
+def test_every_fleet_server_and_router_dashboard_query_returns_data():
+    """The GPU dashboard needs DCGM (no GPU here): tests/unit/test_monitoring_dashboards.py
+    runs it against a stand-in exporter."""
+    sys.path.insert(0, str(PROJECT / "collections"))
+    from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_monitoring as mon
+    with Traffic():
+        time.sleep(4)  # some requests for the rates
+        boards = {uid: board for uid, board in mon.sglang_monitoring_dashboards().items()
+                  if uid != "sglang-gpus"}
+        empty = [f"{uid}: {title}: {expr}" for uid, title, expr in
+                 mon.sglang_monitoring_queries(boards, rate_interval="20s")
+                 if not prometheus("query", query=expr)["result"]]
+    assert not empty, empty
+
+
 def test_a_killed_rank_restarts_its_group_without_a_human():
     rank0_before = started("fleet-3")
     other_before = started("fleet-1")
+    KILLED_AT["fleet-4"] = time.time()
     sh("fleet-4", "systemctl kill --signal=SIGKILL sglang.service")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -345,6 +427,38 @@ def test_a_killed_rank_restarts_its_group_without_a_human():
     assert started("fleet-3") > rank0_before, "rank 0 was not restarted with its group"
     assert healthy("fleet-3") and healthy("fleet-4")
     assert started("fleet-1") == other_before, "the other group must not restart"
+
+
+def test_the_killed_rank_fired_group_partly_down_and_it_resolved():
+    """The rank killed above: SGLangGroupPartlyDown fired for its group within its for:
+    window (3 s) of the kill, and resolved once the watchdog restarted the group."""
+    series = prometheus("query", query=(
+        'ALERTS{alertname="SGLangGroupPartlyDown",alertstate="firing",'
+        'deployment_group="kimi_demo_pair2"}[10m]'))["result"]
+    assert series, "SGLangGroupPartlyDown never fired for kimi_demo_pair2"
+    first = float(series[0]["values"][0][0])
+    assert first - KILLED_AT["fleet-4"] <= 3 + 5, (first, KILLED_AT)  # for: + scrape, eval
+    wait_for(lambda: not firing("SGLangGroupPartlyDown", "kimi_demo_pair2"), 30,
+             "the alert resolved")
+    assert not firing("SGLangGroupPartlyDown", "kimi_demo_pair1")
+
+
+def test_a_slowed_server_fires_the_latency_alert():
+    """pair1's rank 0 restarted with a 2.5 s time to first token (the simulator's latency
+    knob): its p95 passes the 1 s objective and SGLangTTFTAboveObjective fires."""
+    drop_in = "/etc/systemd/system/sglang.service.d/slow.conf"
+    sh("fleet-1", f"mkdir -p {Path(drop_in).parent} && printf '[Service]\\nEnvironment="
+                  f"SGLANG_SIM_TTFT_MS=2500\\n' > {drop_in} && systemctl daemon-reload "
+                  "&& systemctl restart sglang.service")
+    try:
+        wait_for(lambda: healthy("fleet-1"), 60, "fleet-1 healthy again")
+        assert not firing("SGLangTTFTAboveObjective", "kimi_demo_pair1")
+        with Traffic():
+            wait_for(lambda: firing("SGLangTTFTAboveObjective", "kimi_demo_pair1"), 60,
+                     "SGLangTTFTAboveObjective firing for kimi_demo_pair1")
+        assert not firing("SGLangTTFTAboveObjective", "kimi_demo_pair2")
+    finally:
+        sh("fleet-1", f"rm -f {drop_in} && systemctl daemon-reload && systemctl restart sglang.service")
 
 
 def test_an_upgrade_to_sglang_0_5_23_rolls_group_by_group_with_zero_failed_requests():

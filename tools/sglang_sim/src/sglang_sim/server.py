@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
-from . import __version__, disaggregation, parsers
+from . import __version__, disaggregation, metrics, parsers
 from .log import log
 from .answers import Model, Reply, kimi_tool_markup
 
@@ -66,8 +66,7 @@ class State:
     stopping: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    counters: dict[str, float] = field(default_factory=lambda: {
-        "prompt_tokens": 0, "generation_tokens": 0, "requests": 0, "ttft_sum": 0.0})
+    metrics: metrics.Metrics = field(default_factory=metrics.Metrics)
     # The imitated SGLang version and its endpoints (versions/<version>.rules.json).
     version: str = SIMULATED_VERSION
     endpoints: dict[str, Any] = field(default_factory=lambda: {"ready": None})
@@ -260,26 +259,13 @@ class Handler(BaseHTTPRequestHandler):
     def _metrics(self) -> None:
         if not self.state.args.enable_metrics:
             return self._json(404, {"detail": "Not Found"})
-        c = self.state.counters
-        labels = f'{{model_name="{self.state.served_name}"}}'
-        lines = [
-            f"sglang:num_running_reqs{labels} {self.state.inflight}",
-            f"sglang:prompt_tokens_total{labels} {c['prompt_tokens']}",
-            f"sglang:generation_tokens_total{labels} {c['generation_tokens']}",
-            f"sglang:gen_throughput{labels} 0.0",
-            f"sglang:time_to_first_token_seconds_sum{labels} {c['ttft_sum']}",
-            f"sglang:time_to_first_token_seconds_count{labels} {c['requests']}",
-        ]
-        self._text(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+        self._text(200, metrics.render(self.state.args, self.state.metrics, self.state.inflight),
+                   "text/plain; version=0.0.4; charset=utf-8")
 
     # ------------------------------------------------------------ generation
     def _account(self, prompt_tokens: int, completion_tokens: int) -> None:
-        with self.state.lock:
-            c = self.state.counters
-            c["prompt_tokens"] += prompt_tokens
-            c["generation_tokens"] += completion_tokens
-            c["requests"] += 1
-            c["ttft_sum"] += self.state.timing.ttft_s
+        self.state.metrics.observe(prompt_tokens, completion_tokens, self.state.timing.ttft_s,
+                                   self.state.itl())
 
     def _generate(self) -> None:
         body = self._body()
