@@ -175,8 +175,10 @@ lint: $(VENV)/.installed
 collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
+# The real sglang-router's tests (marked real_router) run against the router venv.
 unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV)
-	tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
+	SGLANG_ROUTER_PYTHON=$(CURDIR)/build/router-venv/bin/python \
+	  tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed $(VENV)/.installed
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python \
