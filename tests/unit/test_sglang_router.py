@@ -193,6 +193,41 @@ def test_every_flag_the_role_renders_is_in_both_manifests():
         assert flt.router_argv_problems(flt.sglang_router_argv(gateway), manifest) == []
 
 
+# The role's rule (vars/main.yml): the gateway follows the workers' SGLang version unless
+# sglang_router_gateway is set. Run through ansible-playbook on the controller (the
+# endpoint entry point connects to nothing).
+GATEWAY_PLAY = """
+- hosts: sglang_routers
+  gather_facts: false
+  tasks:
+    - ansible.builtin.import_role: {name: sglang_router, tasks_from: endpoint}
+    - ansible.builtin.debug: {msg: "GATEWAY={{ sglang_service_endpoint.router_package }}"}
+"""
+
+
+@pytest.mark.parametrize("version, extra, expected", [
+    ("0.5.6.post1", None, "GATEWAY=sglang-router==0.3.2"),
+    ("0.5.23", None, "GATEWAY=smg==1.13.0"),
+    ("0.6.0", None, "GATEWAY=smg==1.13.0"),
+    ("0.5.6.post1", "sglang_router_gateway=smg", "GATEWAY=smg==1.13.0"),
+    ("0.5.23", "sglang_router_gateway=nginx", "sglang_router_gateway 'nginx' is not one of"),
+])
+def test_the_default_gateway_follows_the_workers_sglang_version(tmp_path, version, extra,
+                                                                expected):
+    worker = {"cluster_url": "http://10.0.0.1:30000", "rank": 0, "variant": "instruct",
+              "served_model_name": "m", "model_path": "/m", "reasoning": False,
+              "tool_calls": True, "sglang_version": version}
+    (tmp_path / "hosts.yml").write_text(json.dumps({"all": {"children": {
+        "sglang_servers": {"hosts": {"s1": {"sglang_service_endpoint": worker}}},
+        "sglang_routers": {"hosts": {"r1": {"ansible_connection": "local"}}}}}}))
+    (tmp_path / "play.yml").write_text(GATEWAY_PLAY)
+    run = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.yml"),
+                          str(tmp_path / "play.yml"), *(["-e", extra] if extra else [])],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
+    assert expected in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+
+
 # ---------------------------------------------------------------- fake router
 class FakeRouter:
     """sglang-router 0.3.2's /workers API: async add (listed once healthy), async delete."""
