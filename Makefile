@@ -14,6 +14,10 @@ SIM_WHEEL := build/wheelhouse/sglang_sim-0.1.0-py3-none-any.whl
 HUB_WHEELHOUSE := build/wheelhouse-hub/.downloaded
 # sglang-router and its dependencies, for test hosts (they reach no package index).
 ROUTER_WHEELHOUSE := build/wheelhouse-router/.downloaded
+# smg (SGLang Model Gateway) and its dependencies, likewise (Molecule fleet's gateway).
+SMG_WHEELHOUSE := build/wheelhouse-smg/.downloaded
+# A gateway's pin in roles/sglang_router/vars/main.yml (__sglang_router_gateway_packages).
+gateway_pin = $$(sed -n 's/^  $(1): "\([^"]*\)"$$/\1/p' roles/sglang_router/vars/main.yml)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Python caches the bytecode of what it imports (__pycache__). Some CI images set
@@ -25,7 +29,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: bootstrap testbed demo demo-down status plan test times-reset lint collection unit \
-        conformance integration late molecule bench manifest clean
+        conformance integration late molecule bench manifest clean router-manifests
 
 ## bootstrap: venv with the pinned controller tools, podman and the test image
 bootstrap: $(VENV)/.installed testbed
@@ -82,9 +86,14 @@ $(HUB_WHEELHOUSE): roles/model_weights/defaults/main.yml $(VENV)/.installed
 	  "$$(sed -n 's/^model_weights_hub_package: "*\([^"]*\)"*$$/\1/p' roles/model_weights/defaults/main.yml)"
 	touch $@
 
-$(ROUTER_WHEELHOUSE): roles/sglang_router/defaults/main.yml $(VENV)/.installed
+$(ROUTER_WHEELHOUSE): roles/sglang_router/vars/main.yml $(VENV)/.installed
 	$(VENV)/bin/pip download --quiet --disable-pip-version-check --dest build/wheelhouse-router \
-	  "$$(sed -n 's/^sglang_router_package: "*\([^"]*\)"*$$/\1/p' roles/sglang_router/defaults/main.yml)"
+	  "$(call gateway_pin,sglang-router)"
+	touch $@
+
+$(SMG_WHEELHOUSE): roles/sglang_router/vars/main.yml $(VENV)/.installed
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --dest build/wheelhouse-smg \
+	  "$(call gateway_pin,smg)"
 	touch $@
 
 # Debian 12's Prometheus and Alertmanager packages (the versions the sglang_monitoring role
@@ -118,6 +127,12 @@ $(ROUTER_VENV): $(ROUTER_WHEELHOUSE)
 	python3 -m venv build/router-venv
 	$(UV_INSTALL) --python build/router-venv/bin/python --no-index \
 	  --find-links build/wheelhouse-router sglang-router
+	touch $@
+SMG_VENV := build/smg-venv/.installed
+$(SMG_VENV): $(SMG_WHEELHOUSE)
+	python3 -m venv build/smg-venv
+	$(UV_INSTALL) --python build/smg-venv/bin/python --no-index \
+	  --find-links build/wheelhouse-smg smg
 	touch $@
 
 ## demo: a local simulated fleet, converged by the real playbooks
@@ -175,9 +190,10 @@ lint: $(VENV)/.installed
 collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
-# The real sglang-router's tests (marked real_router) run against the router venv.
-unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV)
+# The real gateways' tests (marked real_router) run against venvs of the pinned wheels.
+unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV) $(SMG_VENV)
 	SGLANG_ROUTER_PYTHON=$(CURDIR)/build/router-venv/bin/python \
+	  SMG_PYTHON=$(CURDIR)/build/smg-venv/bin/python \
 	  tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed $(VENV)/.installed
@@ -199,11 +215,13 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 SCENARIOS ?= fleet model_weights gpu_stack gates
 MOLECULE_LANES ?= 2
 MITOGEN_PLUGINS = $$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p')
-molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(PROMETHEUS_REPO)
+molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(SMG_WHEELHOUSE) \
+  $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) \
 	  tools/timed molecule tools/testbed/molecule-lanes $(MOLECULE_LANES) $(SCENARIOS)
 
-molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(PROMETHEUS_REPO)
+molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(SMG_WHEELHOUSE) \
+  $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) tools/testbed/molecule-lanes 1 $*
 
 ## bench: converge timings, plan at fleet scale, evaluator overhead, weights staging (each prints a table)
@@ -221,3 +239,10 @@ manifest: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(SGLANG_VENV) $(SGLANG_NEXT_VENV) build plan
+
+## router-manifests: rewrite manifests/router/*.json from the pinned gateway wheels
+router-manifests: $(ROUTER_WHEELHOUSE) $(SMG_WHEELHOUSE)
+	pin=$(call gateway_pin,smg); python tools/gen_router_manifest.py \
+	  build/wheelhouse-smg/smg-*.whl > manifests/router/$${pin/==/-}.json
+	pin=$(call gateway_pin,sglang-router); python tools/gen_router_manifest.py \
+	  build/wheelhouse-router/sglang_router-*.whl > manifests/router/$${pin/==/-}.json

@@ -1,19 +1,32 @@
-"""Shape the sglang-router deployment: its workers, the model it fronts, its argv.
+"""Shape the gateway deployment: its workers, the model it fronts, its argv.
 
 Pure functions, unit-tested in tests/unit/test_sglang_router.py. The workers are the rank-0
 endpoints of the SGLang servers (the sglang_service_endpoint fact that
 roles/sglang_service/tasks/endpoint.yml publishes); ranks >= 1 of a multi-node server
 serve no API and are never workers.
+
+Two gateways, one role: smg (SGLang Model Gateway) and sglang-router 0.3.2. Both take the
+flags the role sets under the same names; every rendered command is checked against the
+flag manifest of the pinned gateway package (manifests/router/<package>-<version>.json,
+written by tools/gen_router_manifest.py from the real wheel), so a flag the chosen gateway
+does not have is refused before any host is touched.
 """
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-POLICIES = ("random", "round_robin", "cache_aware", "power_of_two", "manual")
-LOG_LEVELS = ("debug", "info", "warn", "error")
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "router"
+GATEWAYS = ("smg", "sglang-router")
+# Flags whose value is a secret (a key, a password, a URL that may carry credentials):
+# never on the command line, where `ps` and the unit would show it.
+_SECRET_DEST = re.compile(r"api_key|password|db_url|redis_url")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)$")
 # What the role sets itself; extra_args may not repeat them. --api-key would show in ps.
 OWNED_FLAGS = ("--host", "--port", "--worker-urls", "--policy", "--api-key",
                "--request-timeout-secs", "--shutdown-grace-period-secs",
@@ -94,9 +107,115 @@ def sglang_router_model(hosts: list[str], hostvars: dict[str, Any]) -> dict[str,
     return model
 
 
+@lru_cache(maxsize=None)
+def _load_manifest(name: str) -> dict[str, Any]:
+    return json.loads((MANIFEST_DIR / f"{name}.json").read_text())
+
+
+def sglang_router_manifest(gateway: str, package: str) -> dict[str, Any]:
+    """The flag manifest of the pinned gateway package; refused with the fix when none fits."""
+    if gateway not in GATEWAYS:
+        raise AnsibleFilterError(f"sglang_router_gateway {gateway!r} is not one of "
+                                 f"{', '.join(GATEWAYS)}")
+    pin = _PIN.match(str(package).strip())
+    if not pin:
+        raise AnsibleFilterError(
+            f"sglang_router_package {package!r} is not pinned as NAME==VERSION: the role "
+            "checks the router's flags against the manifest of that exact version")
+    name = pin.group(1).lower().replace("_", "-")
+    if name != gateway:
+        raise AnsibleFilterError(
+            f"sglang_router_package {package!r} is not the {gateway} package that "
+            f"sglang_router_gateway chooses: pin {gateway}==VERSION, or set "
+            f"sglang_router_gateway: {name}")
+    stem = f"{name}-{pin.group(2)}"
+    if not (MANIFEST_DIR / f"{stem}.json").is_file():
+        known = sorted(p.stem for p in MANIFEST_DIR.glob("*.json"))
+        raise AnsibleFilterError(
+            f"no flag manifest for {package} (sglang_router_package); known: {known}. "
+            f"Write one from the wheel: python tools/gen_router_manifest.py "
+            f"<wheel> > manifests/router/{stem}.json")
+    return _load_manifest(stem)
+
+
+def _options(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {opt: o for o in manifest["options"] for opt in o["opts"]}
+
+
+def _value_problem(label: str, flag: str, option: dict[str, Any], value: str) -> str | None:
+    try:
+        {"int": int, "float": float}.get(option["type"], str)(value)
+    except ValueError:
+        return f"{flag} expects {option['type']}, got {value!r} ({label})"
+    if option["choices"] and value not in option["choices"]:
+        return f"{flag} {value!r} is not one of {', '.join(option['choices'])} ({label})"
+    return None
+
+
+def router_argv_problems(argv: list[str], manifest: dict[str, Any]) -> list[str]:
+    """Check a gateway command line against its manifest, as its argparse parser would, but
+    stricter: flags written out in full, each non-repeatable flag at most once, and no flag
+    that carries a secret."""
+    label = f"{manifest['package']} {manifest['version']}"
+    options = _options(manifest)
+    problems: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while i < len(argv):
+        token = str(argv[i])
+        i += 1
+        if not token.startswith("--"):
+            problems.append(f"stray argument {token!r}: every value must follow its flag")
+            continue
+        flag, eq, inline = token.partition("=")
+        option = options.get(flag)
+        if option is None:
+            full = sorted(o for o in options if o.startswith(flag))
+            hint = (f"an abbreviation of {full[0]}: write the full flag" if len(full) == 1
+                    else "not a flag of this gateway (see its manifest in manifests/router/)")
+            problems.append(f"{flag} is {hint} ({label})")
+            continue
+        if _SECRET_DEST.search(option["dest"]):
+            problems.append(f"{flag} carries a secret, which would show in ps and the unit: "
+                            "the API key comes from sglang_router_api_key through a 0640 "
+                            "file; other secrets are not supported on the command line")
+        if option["dest"] in seen and not option["repeatable"]:
+            problems.append(f"{flag} is given twice ({label}): the last would win silently")
+        seen.add(option["dest"])
+        if option["kind"] == "flag":
+            if eq:
+                problems.append(f"{flag} takes no value ({label})")
+            continue
+        nargs = option["nargs"]
+        values = [inline] if eq else []
+        if not eq:
+            while i < len(argv) and not str(argv[i]).startswith("--"):
+                values.append(str(argv[i]))
+                i += 1
+                if nargs in (None, "?") or (isinstance(nargs, int) and len(values) == nargs):
+                    break
+        if nargs is None and len(values) != 1:
+            problems.append(f"{flag} expects one value ({label})")
+        elif nargs == "+" and not values:
+            problems.append(f"{flag} expects at least one value ({label})")
+        elif isinstance(nargs, int) and len(values) != nargs:
+            problems.append(f"{flag} expects {nargs} value(s) ({label})")
+        problems += [p for p in (_value_problem(label, flag, option, v) for v in values) if p]
+    return problems
+
+
+def _choices(manifest: dict[str, Any], flag: str) -> list[str]:
+    return list(_options(manifest)[flag]["choices"] or [])
+
+
 def sglang_router_problems(settings: dict[str, Any]) -> list[str]:
     """Everything wrong with the router's settings, each naming the variable to change."""
     problems = []
+    try:
+        manifest = sglang_router_manifest(str(settings.get("gateway")),
+                                          str(settings.get("package")))
+    except AnsibleFilterError as error:
+        return [str(error)]
     urls = settings.get("worker_urls")
     if not isinstance(urls, list) or not urls:
         problems.append("sglang_router_worker_urls is empty: the router needs at least one "
@@ -107,12 +226,12 @@ def sglang_router_problems(settings: dict[str, Any]) -> list[str]:
             problems.append(f"sglang_router_worker_urls: {bad} are not http(s)://host:port")
         if len(set(urls)) != len(urls):
             problems.append("sglang_router_worker_urls lists a URL twice")
-    if settings.get("policy") not in POLICIES:
-        problems.append(f"sglang_router_policy {settings.get('policy')!r} is not one of "
-                        f"{', '.join(POLICIES)}")
-    if settings.get("log_level") not in LOG_LEVELS:
-        problems.append(f"sglang_router_log_level {settings.get('log_level')!r} is not one "
-                        f"of {', '.join(LOG_LEVELS)}")
+    gateway = f"{manifest['package']} {manifest['version']}"
+    for name, flag in (("policy", "--policy"), ("log_level", "--log-level")):
+        choices = _choices(manifest, flag)
+        if settings.get(name) not in choices:
+            problems.append(f"sglang_router_{name} {settings.get(name)!r} is not one of "
+                            f"{', '.join(choices)} ({gateway})")
     for name in POSITIVE:
         value = settings.get(name)
         try:
@@ -134,6 +253,9 @@ def sglang_router_problems(settings: dict[str, Any]) -> list[str]:
             problems.append(f"sglang_router_extra_args: {arg.split('=', 1)[0]} is set by its "
                             "own variable (and --api-key would show in ps: the key comes "
                             "from sglang_router_api_key through a 0640 file)")
+    if not problems:
+        problems += [f"the rendered router command (sglang_router_extra_args?): {p}"
+                     for p in router_argv_problems(_render(settings), manifest)]
     return problems
 
 
@@ -142,6 +264,10 @@ def sglang_router_argv(settings: dict[str, Any]) -> list[str]:
     problems = sglang_router_problems(settings)
     if problems:
         raise AnsibleFilterError(" | ".join(problems))
+    return _render(settings)
+
+
+def _render(settings: dict[str, Any]) -> list[str]:
     argv = ["--host", str(settings["host"]), "--port", str(settings["port"]),
             "--policy", settings["policy"],
             "--request-timeout-secs", str(settings["request_timeout"]),
@@ -164,4 +290,5 @@ class FilterModule:
                 "sglang_router_worker_urls": sglang_router_worker_urls,
                 "sglang_router_model": sglang_router_model,
                 "sglang_router_problems": sglang_router_problems,
+                "sglang_router_manifest": sglang_router_manifest,
                 "sglang_router_argv": sglang_router_argv}

@@ -1,9 +1,16 @@
-"""Change an sglang-router's workers through its /workers API: stdlib only (managed host).
+"""Change a gateway's workers through its /workers API: stdlib only (managed host).
 
-sglang-router 0.3.2: GET /workers lists {"workers": [{"id", "url", "is_healthy", ...}]};
-POST /workers {"url", "api_key"} answers 202 and adds the worker in the background (it is
-listed only once its health check passed); DELETE /workers/<id> answers 202 and removes it
-in the background, letting its in-flight requests finish. All three need the router's key.
+Both gateways the role runs (smg 1.13.0 and sglang-router 0.3.2) serve the same API, all
+of it behind the gateway's key: GET /workers lists {"workers": [{"id", "url", "is_healthy",
+...}]}; POST /workers {"url", "api_key"} answers 202 and adds the worker in the background
+(it is listed only once its health check passed); DELETE /workers/<id> answers 202 and
+removes it in the background, letting its in-flight requests finish.
+
+What differs (read from the real binaries): smg lists a worker being removed with
+"status": "draining" (and is_healthy false) until its requests are done and it is gone, and
+answers a POST of a URL it still lists, draining or not, with 409 WORKER_ALREADY_EXISTS.
+So a draining worker counts as neither present nor gone here: one wanted back is added
+again once smg has let it go.
 """
 from __future__ import annotations
 
@@ -40,14 +47,15 @@ class Router:
                               f"{getattr(err, 'reason', err)}") from err
 
     def workers(self):
-        """The listed workers as [{"id", "url", "healthy"}], sorted by URL."""
+        """The listed workers as [{"id", "url", "healthy", "draining"}], sorted by URL."""
         status, body = self.call("GET", "/workers")
         if status != 200:
             raise RouterError(f"GET /workers answered HTTP {status}: {_short(body)}")
         try:
             listed = json.loads(body)["workers"]
             return sorted(({"id": w["id"], "url": w["url"],
-                            "healthy": bool(w.get("is_healthy"))} for w in listed),
+                            "healthy": bool(w.get("is_healthy")) and not _draining(w),
+                            "draining": _draining(w)} for w in listed),
                           key=lambda w: w["url"])
         except (ValueError, KeyError, TypeError) as err:
             raise RouterError(f"GET /workers: unexpected answer {_short(body)}") from err
@@ -68,6 +76,11 @@ class Router:
                               f"{_short(answer)}")
 
 
+def _draining(worker):
+    """smg marks a worker it is removing; sglang-router 0.3.2 lists no status."""
+    return str(worker.get("status") or "").lower() == "draining"
+
+
 def _short(body, limit=300):
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     return text[:limit]
@@ -78,17 +91,27 @@ def normalise(url):
 
 
 def plan(listed, urls, state, exclusive=False):
-    """(URLs to add, workers to remove) that bring the listing to the wanted state."""
+    """(URLs to add, workers to remove) that bring the listing to the wanted state.
+
+    A draining worker (smg) is already on its way out: it is not removed again, and a
+    wanted URL still draining is added back only once it is gone (readd)."""
     wanted = sorted({normalise(u) for u in urls})
     by_url = {normalise(w["url"]): w for w in listed}
     if state == "present":
         add = [u for u in wanted if u not in by_url]
-        remove = ([w for u, w in sorted(by_url.items()) if u not in wanted]
-                  if exclusive else [])
+        remove = ([w for u, w in sorted(by_url.items())
+                   if u not in wanted and not w.get("draining")] if exclusive else [])
     else:
         add = []
-        remove = [by_url[u] for u in wanted if u in by_url]
+        remove = [by_url[u] for u in wanted if u in by_url and not by_url[u].get("draining")]
     return add, remove
+
+
+def readd(listed, urls):
+    """Wanted URLs smg still lists as draining: to add back once they are gone."""
+    by_url = {normalise(w["url"]): w for w in listed}
+    return sorted(u for u in {normalise(u) for u in urls}
+                  if u in by_url and by_url[u].get("draining"))
 
 
 def settled(listed, urls, state, exclusive=False):
@@ -112,7 +135,8 @@ def converge(router, urls, state, worker_api_key="", exclusive=False, wait=True,
     """
     before = router.workers()
     add, remove = plan(before, urls, state, exclusive)
-    changed = bool(add or remove)
+    pending = readd(before, urls) if state == "present" else []
+    changed = bool(add or remove or pending)
     if check_mode or not changed and not wait:
         return changed, before, before
     for url in add:
@@ -125,8 +149,9 @@ def converge(router, urls, state, worker_api_key="", exclusive=False, wait=True,
     deadline = clock() + timeout
     while not settled(after, urls, state, exclusive):
         if clock() >= deadline:
-            shown = ", ".join(f"{w['url']} ({'healthy' if w['healthy'] else 'unhealthy'})"
-                              for w in after) or "no workers"
+            shown = ", ".join(
+                f"{w['url']} ({'draining' if w.get('draining') else 'healthy' if w['healthy'] else 'unhealthy'})"
+                for w in after) or "no workers"
             goal = ("listed and healthy" if state == "present" else "gone")
             raise RouterError(
                 f"after {timeout:g} s the router's workers are not {goal} for "
@@ -135,4 +160,9 @@ def converge(router, urls, state, worker_api_key="", exclusive=False, wait=True,
                 "/health and that its API key is the router's)")
         sleep(interval)
         after = router.workers()
+        listed = {normalise(w["url"]) for w in after}
+        for url in [u for u in pending if u not in listed]:
+            router.add(url, worker_api_key)
+            pending.remove(url)
+            after = router.workers()
     return changed, before, after

@@ -1,18 +1,21 @@
 #!/usr/bin/python
-"""Ansible module: add or remove an sglang-router's workers through its /workers API."""
+"""Ansible module: add or remove a gateway's (smg or sglang-router) workers through its /workers API."""
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: sglang_router_workers
-short_description: Add or remove the workers of a running sglang-router
+short_description: Add or remove the workers of a running smg or sglang-router gateway
 description:
-  - Talks to sglang-router's (0.3.x) /workers API, stdlib only. C(present) POSTs every
+  - Talks to the /workers API of smg (1.13) or sglang-router (0.3.x), stdlib only. C(present) POSTs every
     URL the router does not list, with the worker API key; C(absent) finds each listed URL's
     worker id and DELETEs it. The router does both in the background; with I(wait) the
     module polls GET /workers until every URL is listed and healthy (present) or gone
     (absent), and fails after I(timeout) seconds naming what the router lists.
   - A removed worker finishes its in-flight requests; this is how a rolling change drains
     a server group from the router before stopping it, and re-adds it afterwards.
+  - smg lists a worker it is removing as C(draining) until it is gone, and refuses to add
+    a URL it still lists; such a worker counts as not present, and one wanted back is added
+    again once smg has let it go (with I(wait) only).
   - Check mode reads the listing and reports what would change.
 options:
   router_url:
@@ -21,7 +24,7 @@ options:
     required: true
   api_key:
     description:
-      - The router's API key (sglang-router --api-key). Also sent as each added worker's
+      - The gateway's API key (its --api-key). Also sent as each added worker's
         key; router and workers share one key.
     type: str
     required: true
@@ -76,11 +79,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 before:
-  description: The router's workers before the change (id, url, healthy), sorted by URL.
+  description: The router's workers before the change (id, url, healthy, draining), sorted by URL.
   type: list
   elements: dict
   returned: always
-  sample: [{id: 4e31b54e-02c5-4029-b11e-d2ff81cdfbc7, url: "http://10.10.1.11:30000", healthy: true}]
+  sample: [{id: 4e31b54e-02c5-4029-b11e-d2ff81cdfbc7, url: "http://10.10.1.11:30000", healthy: true, draining: false}]
 after:
   description: The workers after the change (after the wait, when I(wait)).
   type: list

@@ -1,12 +1,15 @@
-"""sglang-router: worker selection and argv (filter), the /workers API client (module),
-and the launcher that keeps the API key out of argv.
+"""The gateway (smg or sglang-router): worker selection and argv (filter), the /workers API
+client (module), and the launcher that keeps the API key out of argv.
 
-The module is tested against a small fake router here (127.0.0.1 only). The tests marked
-real_router run the real sglang-router 0.3.2 binary in front of simulator workers; they
-are skipped unless SGLANG_ROUTER_PYTHON names a Python that has it installed:
+The module is tested against a small fake router here (127.0.0.1 only), in the manner of
+either gateway. The tests marked real_router run the real binaries (sglang-router 0.3.2,
+smg 1.13.0) in front of simulator workers; each is skipped unless SGLANG_ROUTER_PYTHON or
+SMG_PYTHON names a Python that has the gateway installed:
 
     python3 -m venv /tmp/router-venv && /tmp/router-venv/bin/pip install sglang-router==0.3.2
-    SGLANG_ROUTER_PYTHON=/tmp/router-venv/bin/python pytest tests/unit/test_sglang_router.py
+    python3 -m venv /tmp/smg-venv && /tmp/smg-venv/bin/pip install smg==1.13.0
+    SGLANG_ROUTER_PYTHON=/tmp/router-venv/bin/python SMG_PYTHON=/tmp/smg-venv/bin/python \
+        pytest tests/unit/test_sglang_router.py
 """
 from __future__ import annotations
 
@@ -90,8 +93,11 @@ def settings(**more):
             "health_check_interval": 5, "health_check_timeout": 5,
             "health_failure_threshold": 3, "health_success_threshold": 2,
             "prometheus_host": "127.0.0.1", "prometheus_port": 29000, "log_level": "info",
-            "extra_args": []}
+            "extra_args": [], "gateway": "sglang-router", "package": "sglang-router==0.3.2"}
     return {**base, **more}
+
+
+SMG = {"gateway": "smg", "package": "smg==1.13.0"}
 
 
 def test_argv_has_every_setting_and_neither_key_nor_workers():
@@ -127,15 +133,111 @@ def test_problems_name_the_variable(change, message):
 
 def test_valid_settings_have_no_problems():
     assert flt.sglang_router_problems(settings()) == []
+    assert flt.sglang_router_problems(settings(**SMG)) == []
+
+
+def test_both_gateways_take_the_same_rendered_flags():
+    assert flt.sglang_router_argv(settings()) == flt.sglang_router_argv(settings(**SMG))
+
+
+# Each gateway's flags are its own manifest's: what one has and the other lacks is refused
+# on the other, naming the gateway, before any host is touched.
+@pytest.mark.parametrize("gateway, change, message", [
+    ("sglang-router", {"extra_args": ["--upstream-http2"]},
+     "--upstream-http2 is not a flag of this gateway (see its manifest in manifests/router/) "
+     "(sglang-router 0.3.2)"),
+    ("sglang-router", {"policy": "least_load"},
+     "sglang_router_policy 'least_load' is not one of cache_aware, manual, power_of_two, "
+     "random, round_robin (sglang-router 0.3.2)"),
+    ("smg", {"extra_args": ["--no-such-flag"]}, "--no-such-flag is not a flag of this gateway"),
+    ("smg", {"extra_args": ["--retry-max-retrie", "3"]},
+     "--retry-max-retrie is an abbreviation of --retry-max-retries: write the full flag"),
+    ("smg", {"extra_args": ["--retry-max-retries", "three"]},
+     "--retry-max-retries expects int, got 'three' (smg 1.13.0)"),
+    ("smg", {"extra_args": ["--upstream-http2=yes"]}, "--upstream-http2 takes no value"),
+    ("smg", {"extra_args": ["--retry-max-retries", "3", "--retry-max-retries", "4"]},
+     "--retry-max-retries is given twice"),
+    ("smg", {"extra_args": ["--tenant-api-key", "team:secret"]},
+     "--tenant-api-key carries a secret, which would show in ps"),
+    ("smg", {"extra_args": ["--control-plane-api-keys", "k:n:admin:secret"]},
+     "--control-plane-api-keys carries a secret"),
+    ("smg", {"extra_args": ["--api-key", "secret"]}, "--api-key is set by its own variable"),
+    ("smg", {"log_level": "trace"}, "sglang_router_log_level 'trace' is not one of"),
+    ("smg", {"package": "sglang-router==0.3.2"},
+     "sglang_router_package 'sglang-router==0.3.2' is not the smg package that "
+     "sglang_router_gateway chooses"),
+    ("smg", {"package": "smg>=1.13"}, "is not pinned as NAME==VERSION"),
+    ("smg", {"package": "smg==9.9.9"},
+     "no flag manifest for smg==9.9.9 (sglang_router_package); known: "
+     "['sglang-router-0.3.2', 'smg-1.13.0']"),
+    ("smg", {"gateway": "nginx"}, "sglang_router_gateway 'nginx' is not one of smg, sglang-router"),
+])
+def test_each_gateway_refuses_what_its_manifest_does_not_allow(gateway, change, message):
+    chosen = SMG if gateway == "smg" else {}
+    problems = flt.sglang_router_problems(settings(**{**chosen, **change}))
+    assert any(message in p for p in problems), problems
+    with pytest.raises(flt.AnsibleFilterError):
+        flt.sglang_router_argv(settings(**{**chosen, **change}))
+
+
+def test_smg_takes_its_own_flags_and_policies():
+    argv = flt.sglang_router_argv(settings(**SMG, policy="least_load", extra_args=[
+        "--upstream-http2", "--retry-max-retries=3", "--remove-unhealthy-workers"]))
+    assert argv[-3:] == ["--upstream-http2", "--retry-max-retries=3", "--remove-unhealthy-workers"]
+    assert dict(zip(argv[::2], argv[1::2]))["--policy"] == "least_load"
+
+
+def test_every_flag_the_role_renders_is_in_both_manifests():
+    for gateway in (settings(), settings(**SMG)):
+        manifest = flt.sglang_router_manifest(gateway["gateway"], gateway["package"])
+        assert flt.router_argv_problems(flt.sglang_router_argv(gateway), manifest) == []
+
+
+# The role's rule (vars/main.yml): the gateway follows the workers' SGLang version unless
+# sglang_router_gateway is set. Run through ansible-playbook on the controller (the
+# endpoint entry point connects to nothing).
+GATEWAY_PLAY = """
+- hosts: sglang_routers
+  gather_facts: false
+  tasks:
+    - ansible.builtin.import_role: {name: sglang_router, tasks_from: endpoint}
+    - ansible.builtin.debug: {msg: "GATEWAY={{ sglang_service_endpoint.router_package }}"}
+"""
+
+
+@pytest.mark.parametrize("version, extra, expected", [
+    ("0.5.6.post1", None, "GATEWAY=sglang-router==0.3.2"),
+    ("0.5.23", None, "GATEWAY=smg==1.13.0"),
+    ("0.6.0", None, "GATEWAY=smg==1.13.0"),
+    ("0.5.6.post1", "sglang_router_gateway=smg", "GATEWAY=smg==1.13.0"),
+    ("0.5.23", "sglang_router_gateway=nginx", "sglang_router_gateway 'nginx' is not one of"),
+])
+def test_the_default_gateway_follows_the_workers_sglang_version(tmp_path, version, extra,
+                                                                expected):
+    worker = {"cluster_url": "http://10.0.0.1:30000", "rank": 0, "variant": "instruct",
+              "served_model_name": "m", "model_path": "/m", "reasoning": False,
+              "tool_calls": True, "sglang_version": version}
+    (tmp_path / "hosts.yml").write_text(json.dumps({"all": {"children": {
+        "sglang_servers": {"hosts": {"s1": {"sglang_service_endpoint": worker}}},
+        "sglang_routers": {"hosts": {"r1": {"ansible_connection": "local"}}}}}}))
+    (tmp_path / "play.yml").write_text(GATEWAY_PLAY)
+    run = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.yml"),
+                          str(tmp_path / "play.yml"), *(["-e", extra] if extra else [])],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
+    assert expected in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- fake router
 class FakeRouter:
     """sglang-router 0.3.2's /workers API: async add (listed once healthy), async delete."""
 
-    def __init__(self, reachable, delay=0.2):
+    def __init__(self, reachable, delay=0.2, smg=False):
         self.reachable = set(reachable)  # worker URLs whose health check would pass
         self.delay = delay
+        # smg 1.13.0: a removed worker stays listed as draining for a while, and a URL
+        # still listed is refused with 409.
+        self.smg = smg
         self.workers = {}
         self.lock = threading.Lock()
         self.posts = []
@@ -145,7 +247,12 @@ class FakeRouter:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def seed(self, url, healthy=True):
-        self.workers[str(uuid.uuid4())] = {"url": url, "is_healthy": healthy}
+        self.workers[str(uuid.uuid4())] = self.entry(url, healthy)
+
+    def entry(self, url, healthy=True):
+        if self.smg:
+            return {"url": url, "is_healthy": healthy, "status": "ready"}
+        return {"url": url, "is_healthy": healthy}
 
     def later(self, action):
         timer = threading.Timer(self.delay, action)
@@ -185,11 +292,13 @@ class FakeRouter:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.posts.append(body)
                 worker_id = str(uuid.uuid4())
+                if fake.smg and body["url"] in fake.listed():
+                    return self.reply(409, {"code": "WORKER_ALREADY_EXISTS"})
 
                 def add():
                     if body["url"] in fake.reachable and body.get("api_key") == KEY:
                         with fake.lock:
-                            fake.workers[worker_id] = {"url": body["url"], "is_healthy": True}
+                            fake.workers[worker_id] = fake.entry(body["url"])
                 fake.later(add)
                 self.reply(202, {"status": "accepted", "worker_id": worker_id})
 
@@ -207,6 +316,8 @@ class FakeRouter:
                 def remove():
                     with fake.lock:
                         fake.workers.pop(worker_id, None)
+                if fake.smg:
+                    fake.workers[worker_id].update(status="draining", is_healthy=False)
                 fake.later(remove)
                 self.reply(202, {"status": "accepted", "worker_id": worker_id})
 
@@ -226,6 +337,15 @@ W1, W2, W3 = "http://10.9.0.1:30000", "http://10.9.0.2:30000", "http://10.9.0.3:
 @pytest.fixture
 def fake():
     router = FakeRouter(reachable=[W1, W2, W3])
+    router.seed(W1)
+    router.seed(W2)
+    yield router
+    router.close()
+
+
+@pytest.fixture
+def fake_smg():
+    router = FakeRouter(reachable=[W1, W2, W3], delay=0.3, smg=True)
     router.seed(W1)
     router.seed(W2)
     yield router
@@ -290,6 +410,25 @@ def test_a_listed_unhealthy_worker_is_waited_for(fake):
     assert fake.posts == []
 
 
+def test_smg_draining_worker_is_waited_out_then_gone(fake_smg):
+    changed, _, after = api.converge(client(fake_smg), [W2], "absent", timeout=5,
+                                     interval=0.05)
+    assert changed and [w["url"] for w in after] == [W1]
+
+
+def test_smg_draining_worker_wanted_back_is_added_once_gone(fake_smg):
+    api.converge(client(fake_smg), [W2], "absent", wait=False)
+    assert [w["draining"] for w in client(fake_smg).workers()] == [False, True]
+    # Re-added at once, as a rollout does: smg refuses (409) until the drain is over.
+    changed, _, after = api.converge(client(fake_smg), [W1, W2], "present",
+                                     worker_api_key=KEY, timeout=5, interval=0.05)
+    assert changed and [(w["url"], w["healthy"]) for w in after] == [(W1, True), (W2, True)]
+    assert fake_smg.posts == [{"url": W2, "api_key": KEY}]
+    # A draining worker is not removed a second time by exclusive.
+    assert api.plan([{"id": "x", "url": W3, "healthy": False, "draining": True}], [W1],
+                    "present", exclusive=True) == ([W1], [])
+
+
 def test_a_wrong_key_is_an_error_with_the_status(fake):
     with pytest.raises(api.RouterError, match="HTTP 401"):
         api.converge(client(fake, key="wrong"), [W3], "present")
@@ -349,23 +488,57 @@ def test_launcher_reads_files_and_starts_the_router_in_process(tmp_path, monkeyp
                        "worker_urls": [W1, W2]}
 
 
+def test_launcher_starts_smg_when_asked(tmp_path, monkeypatch):
+    (tmp_path / "key").write_text(KEY + "\n")
+    (tmp_path / "workers").write_text(f"{W1}\n")
+    started = {}
+    entry = types.ModuleType("smg.launch_router")
+    entry.parse_router_args = lambda flags: types.SimpleNamespace(flags=flags, api_key=None,
+                                                                  worker_urls=[])
+    entry.launch_router = lambda args: started.update(vars(args))
+    monkeypatch.setitem(sys.modules, "smg", types.ModuleType("smg"))
+    monkeypatch.setitem(sys.modules, "smg.launch_router", entry)
+    launcher.main(["--package", "smg", "--api-key-file", str(tmp_path / "key"),
+                   "--worker-urls-file", str(tmp_path / "workers"), "--", "--port", "1"])
+    assert started == {"flags": ["--port", "1"], "api_key": KEY, "worker_urls": [W1]}
+
+
+@pytest.mark.parametrize("flag", ["--tenant-api-key=t:k", "--control-plane-api-keys",
+                                  "--worker-urls"])
+def test_launcher_refuses_smgs_other_key_flags(flag):
+    with pytest.raises(SystemExit, match="refusing"):
+        launcher.split_argv(["--package", "smg", "--api-key-file", "k",
+                             "--worker-urls-file", "w", "--", flag, "x"])
+
+
 def test_launcher_refuses_an_empty_key(tmp_path):
     (tmp_path / "key").write_text("\n")
     with pytest.raises(SystemExit, match="is empty"):
         launcher.read_key(str(tmp_path / "key"))
 
 
-# ---------------------------------------------------------------- the real sglang-router
-ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", "")
-real_router = pytest.mark.skipif(
-    not ROUTER_PYTHON or subprocess.run(
-        [ROUTER_PYTHON or "false", "-c", "import sglang_router.launch_router"],
-        capture_output=True).returncode != 0,
-    reason="set SGLANG_ROUTER_PYTHON to a Python with sglang-router==0.3.2 installed")
+# ---------------------------------------------------------------- the real gateways
+# Each runs only where its Python is given (see the docstring).
+GATEWAY_PYTHONS = {"sglang_router": os.environ.get("SGLANG_ROUTER_PYTHON", ""),
+                   "smg": os.environ.get("SMG_PYTHON", "")}
+
+
+def _installed(package):
+    python = GATEWAY_PYTHONS[package]
+    return bool(python) and subprocess.run(
+        [python, "-c", f"import {package}.launch_router"], capture_output=True).returncode == 0
+
+
+real_router = pytest.mark.parametrize("real", [
+    pytest.param(package, marks=pytest.mark.skipif(
+        not _installed(package), reason=f"set {var} to a Python with {pin} installed"))
+    for package, var, pin in (("sglang_router", "SGLANG_ROUTER_PYTHON", "sglang-router==0.3.2"),
+                              ("smg", "SMG_PYTHON", "smg==1.13.0"))], indirect=True)
 
 
 @pytest.fixture
-def real(tmp_path):
+def real(request, tmp_path):
+    package = request.param
     sims = [Sim(["--model-path", "moonshotai/Kimi-K2-Thinking", "--reasoning-parser",
                  "kimi_k2", "--tool-call-parser", "kimi_k2", "--api-key", KEY], api_key=KEY)
             for _ in range(3)]
@@ -376,7 +549,8 @@ def real(tmp_path):
     (tmp_path / "workers").write_text("\n".join(urls[:2]) + "\n")
     port = free_port()
     proc = subprocess.Popen(
-        [ROUTER_PYTHON, str(LAUNCHER), "--api-key-file", str(tmp_path / "key"),
+        [GATEWAY_PYTHONS[package], str(LAUNCHER), "--package", package,
+         "--api-key-file", str(tmp_path / "key"),
          "--worker-urls-file", str(tmp_path / "workers"), "--", "--host", "127.0.0.1",
          "--port", str(port), "--prometheus-host", "127.0.0.1", "--prometheus-port",
          str(free_port()), "--health-check-interval-secs", "1",
@@ -392,7 +566,7 @@ def real(tmp_path):
         except api.RouterError:
             pass
         time.sleep(0.2)
-    yield types.SimpleNamespace(proc=proc, router=router, urls=urls)
+    yield types.SimpleNamespace(proc=proc, router=router, urls=urls, package=package)
     proc.terminate()
     proc.wait(timeout=30)
     for sim in sims:
@@ -403,8 +577,20 @@ def real(tmp_path):
 def test_real_router_keeps_the_key_out_of_ps(real):
     cmdline = open(f"/proc/{real.proc.pid}/cmdline", "rb").read()
     assert KEY.encode() not in cmdline
+    # Each retitles itself: smg::router, sglang::router.
+    assert cmdline.startswith(b"smg::router" if real.package == "smg" else b"sglang::router")
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert KEY not in ps
+
+
+@real_router
+def test_real_router_is_ready_once_every_worker_is_healthy(real):
+    status, body = real.router.call("GET", "/readiness")
+    assert status == 200
+    assert json.loads(body)["healthy_workers"] == 2
+    # /health answers without a key; /workers needs it.
+    assert api.Router(real.router.base_url, "", 5).call("GET", "/health")[0] == 200
+    assert api.Router(real.router.base_url, "", 5).call("GET", "/workers")[0] == 401
 
 
 @real_router
@@ -420,6 +606,16 @@ def test_real_router_drains_and_readds_workers(real):
     changed, _, _ = api.converge(real.router, real.urls, "present", worker_api_key=KEY,
                                  timeout=30, interval=0.2)
     assert not changed
+
+
+@real_router
+def test_real_router_readds_a_worker_it_is_still_draining(real):
+    # A rollout drains without waiting, then wants the worker back: smg still lists it
+    # (draining) and answers the POST with 409; the module waits the drain out.
+    api.converge(real.router, [real.urls[0]], "absent", wait=False)
+    changed, _, after = api.converge(real.router, real.urls[:2], "present",
+                                     worker_api_key=KEY, timeout=30, interval=0.2)
+    assert sorted((w["url"], w["healthy"]) for w in after) == [(u, True) for u in sorted(real.urls[:2])]
 
 
 @real_router

@@ -3,7 +3,8 @@ strategy, traffic through the router, a rollout under load, a rollout that fails
 and rolls back, a dry run, and a killed rank. Runs from verify.yml.
 
 Two servers of two nodes (kimi_demo_pair1: fleet-1 rank 0, fleet-2 rank 1; pair2:
-fleet-3, fleet-4) behind sglang-router on fleet-1 (inventory host fleet-router).
+fleet-3, fleet-4) behind the real smg 1.13.0 gateway on fleet-1 (inventory host
+fleet-router); the last test switches it to sglang-router 0.3.2, so both gateways run here.
 """
 from __future__ import annotations
 
@@ -147,6 +148,41 @@ def test_the_router_has_every_group_rank_0_as_a_healthy_worker():
     assert status == 200
     workers = {w["url"]: w["is_healthy"] for w in listing["workers"]}
     assert workers == {"http://fleet-1:30000": True, "http://fleet-3:30000": True}
+
+
+def gateway_pid() -> str:
+    return sh("fleet-1", "systemctl show sglang-router.service -p MainPID --value").strip()
+
+
+def chat() -> int:
+    status, _ = router("/v1/chat/completions", {
+        "model": "moonshotai/Kimi-K2-Instruct", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "What is 6 times 7?"}]})
+    return status
+
+
+def test_the_gateway_is_smg_ready_and_serves_with_the_key_only():
+    pid = gateway_pid()
+    assert sh("fleet-1", f"tr '\\0' ' ' < /proc/{pid}/cmdline").startswith("smg::router")
+    assert "/opt/sglang-router/venvs/smg-1.13.0/bin/python" in sh(
+        "fleet-1", "systemctl show sglang-router.service -p ExecStart --value")
+    status, ready = router("/readiness")
+    assert status == 200 and ready["healthy_workers"] == 2, ready
+    assert chat() == 200
+    req = urllib.request.Request(f"http://{address('fleet-1')}:{ROUTER_PORT}/workers")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(req, timeout=10)
+    assert denied.value.code == 401
+
+
+def test_the_api_key_is_in_no_gateway_cmdline():
+    pid = gateway_pid()
+    # The gateway's argv as the kernel keeps it (smg retitles itself over it), and every
+    # process's on the host. (Its environment has no key either: the unit sets none, see
+    # the next test; /proc/<pid>/environ is not readable from `podman exec`.)
+    cmdline = sh("fleet-1", f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    assert cmdline.startswith("smg::router") and KEY not in cmdline
+    assert KEY not in sh("fleet-1", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
 
 
 def test_the_api_key_is_in_no_command_line_or_unit_on_the_router_host():
@@ -486,3 +522,21 @@ def test_an_upgrade_to_sglang_0_5_23_rolls_group_by_group_with_zero_failed_reque
         assert server_info(host)["version"] == NEW
         assert sh(host, "curl -s -o /dev/null -w '%{http_code}' "
                         "http://127.0.0.1:30000/ready").strip() == "200"
+
+
+def test_switching_the_gateway_to_sglang_router_keeps_it_ready_and_the_key_hidden():
+    """sglang-router 0.3.2 (the default for SGLang 0.5.6.post1) runs here too: router.yml
+    with the gateway switched installs its venv beside smg's, rewrites the unit, restarts
+    and waits for /readiness; the workers come back from the file and serve traffic."""
+    run = playbook("router.yml", extra={"sglang_router_gateway": "sglang-router"})
+    ok(run)
+    pid = gateway_pid()
+    assert sh("fleet-1", f"tr '\\0' ' ' < /proc/{pid}/cmdline").startswith("sglang::router")
+    assert "/opt/sglang-router/venvs/sglang-router-0.3.2/bin/python" in sh(
+        "fleet-1", "systemctl show sglang-router.service -p ExecStart --value")
+    status, listing = router("/workers")
+    assert status == 200
+    assert {w["url"]: w["is_healthy"] for w in listing["workers"]} == {
+        "http://fleet-1:30000": True, "http://fleet-3:30000": True}
+    assert chat() == 200
+    assert KEY not in sh("fleet-1", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")

@@ -1,42 +1,50 @@
 #!/usr/bin/env python3
-"""Start sglang-router with its API key and worker list read from files.
+"""Start the gateway (smg or sglang-router) with its API key and worker list read from files.
 
-sglang-router takes its key only as --api-key, which `ps` and the systemd unit would show.
-This launcher runs under the router venv's Python: it parses the router's flags with the
-router's own parser (sglang_router.launch_router.parse_router_args, so they are checked
-exactly as `python -m sglang_router.launch_router` checks them), sets the key and the
-worker URLs on the parsed RouterArgs, and starts the router in this process.
+Both gateways take their key only as --api-key, which `ps` and the systemd unit would
+show. This launcher runs under the gateway venv's Python: it parses the flags with the
+gateway's own parser (<package>.launch_router.parse_router_args, so they are checked
+exactly as `smg launch` or `python -m sglang_router.launch_router` checks them), sets the
+key and the worker URLs on the parsed RouterArgs, and starts the gateway in this process
+(which retitles itself smg::router or sglang::router).
 
-    python sglang-router-launch.py --api-key-file FILE --worker-urls-file FILE -- FLAGS...
+    python sglang-router-launch.py --package smg|sglang_router \
+        --api-key-file FILE --worker-urls-file FILE -- FLAGS...
 
 The worker file holds one URL per line ('#' comments allowed): Ansible rewrites it when
-the inventory's servers change, and changes the running router's workers through its
+the inventory's servers change, and changes the running gateway's workers through its
 /workers API, so a worker change needs no restart and a reboot still comes back complete.
 
-Shipped by the Ansible role sglang_router; stdlib plus the installed sglang_router package.
+Shipped by the Ansible role sglang_router; stdlib plus the installed gateway package.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-OWNED = ("--api-key", "--worker-urls")
+# Given from files; and flags whose value is a secret (smg's per-tenant and control-plane
+# keys too): none of them may be on the command line.
+OWNED = ("--api-key", "--worker-urls", "--tenant-api-key", "--control-plane-api-keys")
+PACKAGES = ("smg", "sglang_router")
 
 
 def split_argv(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Return (our options, the router's flags). Refuses the key on the command line."""
     if "--" not in argv:
-        raise SystemExit("usage: sglang-router-launch --api-key-file FILE "
-                         "--worker-urls-file FILE -- ROUTER_FLAGS...")
+        raise SystemExit("usage: sglang-router-launch --package smg|sglang_router "
+                         "--api-key-file FILE --worker-urls-file FILE -- ROUTER_FLAGS...")
     at = argv.index("--")
     parser = argparse.ArgumentParser(prog="sglang-router-launch")
+    parser.add_argument("--package", choices=PACKAGES, default="sglang_router")
     parser.add_argument("--api-key-file", required=True)
     parser.add_argument("--worker-urls-file", required=True)
     ours, flags = parser.parse_args(argv[:at]), argv[at + 1:]
     for flag in flags:
         if flag.split("=", 1)[0] in OWNED:
             raise SystemExit(f"refusing {flag.split('=', 1)[0]} among the router flags: "
-                             "the key would show in ps; both come from their files")
+                             "a key would show in ps; the key and the workers come "
+                             "from their files")
     return ours, flags
 
 
@@ -64,12 +72,11 @@ def main(argv: list[str]) -> None:
     ours, flags = split_argv(argv)
     key = read_key(ours.api_key_file)
     urls = read_urls(ours.worker_urls_file)
-    from sglang_router.launch_router import launch_router, parse_router_args
-
-    router_args = parse_router_args(flags)
+    gateway = importlib.import_module(f"{ours.package}.launch_router")
+    router_args = gateway.parse_router_args(flags)
     router_args.api_key = key
     router_args.worker_urls = urls
-    launch_router(router_args)
+    gateway.launch_router(router_args)
 
 
 if __name__ == "__main__":
