@@ -3,8 +3,9 @@
 the router's bootstrap fields is answered by the decode half once it took the prefill's
 KV, and every broken transfer fails the request visibly instead of being papered over.
 
-The test marked real_router puts the real sglang-router 0.3.2 in PD mode in front of the
-two halves; like tests/unit/test_sglang_router.py it needs SGLANG_ROUTER_PYTHON.
+The last test puts each real gateway (sglang-router 0.3.2, smg 1.13.0) in PD mode in front
+of the two halves; like tests/unit/test_sglang_router.py it needs SGLANG_ROUTER_PYTHON or
+SMG_PYTHON (`make unit` sets both).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sim_process import Sim, free_port
-from test_sglang_router import ROUTER_PYTHON, real_router
+from test_sglang_router import GATEWAY_PYTHONS, _installed
 from test_simulator import INSTRUCT, run_sim
 
 QUESTION = {"text": "Question: What is 15% of 240?\nAnswer:",
@@ -133,12 +134,15 @@ def test_disaggregation_start_rules_fail_the_start_like_sglang(argv, message):
     assert message in result.stderr
 
 
-@real_router
-def test_the_real_router_in_pd_mode_serves_through_both_halves(halves):
+@pytest.mark.parametrize("package", [
+    pytest.param(package, marks=pytest.mark.skipif(
+        not _installed(package), reason=f"set {var} to a Python with the gateway installed"))
+    for package, var in (("sglang_router", "SGLANG_ROUTER_PYTHON"), ("smg", "SMG_PYTHON"))])
+def test_the_real_gateway_in_pd_mode_serves_through_both_halves(halves, package):
     prefill, decode, bootstrap = halves
     port = free_port()
     router = subprocess.Popen(
-        [ROUTER_PYTHON, "-m", "sglang_router.launch_router", "--pd-disaggregation",
+        [GATEWAY_PYTHONS[package], "-m", f"{package}.launch_router", "--pd-disaggregation",
          "--prefill", f"http://127.0.0.1:{prefill.port}", str(bootstrap),
          "--decode", f"http://127.0.0.1:{decode.port}",
          "--host", "127.0.0.1", "--port", str(port),
