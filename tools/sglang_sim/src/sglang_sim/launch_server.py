@@ -11,7 +11,13 @@ the pinned version's:
   SGLANG_SIM_SEED            varies which questions are answered wrongly
   SGLANG_SIM_FAIL_AFTER_LOAD an error message: the server dies with it once the weights
                              are "loaded" (exit 1), as SGLang does on a CUDA OOM
+  SGLANG_SIM_HANG_AFTER_WARMUP  1: the scheduler hangs as soon as warm-up is done (the
+                             SIGUSR1 fault below, from the start: a collective that hangs
+                             after the warm-up request)
   SGLANG_HEALTH_CHECK_TIMEOUT  SGLang's own: how long a generation probe waits (default 20)
+  SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION  SGLang's own: false makes /health answer 200
+                             without generating (so a hung server's /health says 200;
+                             /health_generate still fails), as 0.5.6.post1 does
 
 A named test fault, for the watchdog's tests: SIGUSR1 hangs the scheduler (State.hung).
 The process and its HTTP server live on, generation never answers, and /health and
@@ -59,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                     _env_float("SGLANG_SIM_ITL_MS", 0) / 1000,
                     _env_float("SGLANG_SIM_ITL_PER_RUNNING_MS", 0) / 1000)
     state = State(args, model, timing, health_check_timeout=_env_float(
-        "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT))
+        "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT),
+        health_generates=os.environ.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "true")
+        .strip().lower() not in ("false", "0", "no", "n"))  # environ.py EnvBool
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
     failure = os.environ.get("SGLANG_SIM_FAIL_AFTER_LOAD", "")
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(_env_float("SGLANG_SIM_WARMUP_SECONDS", 0))
         state.ready = True
         print("The server is fired up and ready to roll!", flush=True)
+        if os.environ.get("SGLANG_SIM_HANG_AFTER_WARMUP", "") == "1":
+            hang()
 
     def drain() -> None:
         # Like SGLang: stop taking work, finish what is in flight (unbounded; the unit's

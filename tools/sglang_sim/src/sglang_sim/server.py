@@ -60,6 +60,10 @@ class State:
     # time out; systemd sees nothing.
     hung: bool = False
     health_check_timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT
+    # SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION (SGLang's, default true): false makes bare
+    # /health answer 200 without a generation once the server is up, hung or not
+    # (0.5.6.post1 http_server.py:426-431); /health_generate always generates.
+    health_generates: bool = True
     stopping: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -162,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         # be taken for the next request on a kept-alive connection (a router reuses them).
         self._raw_body = self.rfile.read(length)
         if path in ("/health", "/health_generate"):
+            if path == "/health" and not state.health_generates and state.ready and not state.draining:
+                return self._text(200, "")
             if state.hung and state.ready and not state.draining:
                 return self._health_hung()
             ok = state.ready and not state.draining
