@@ -122,6 +122,8 @@ RULES: dict[str, Rule] = {
                                           fix="seconds torch.distributed waits (null: torch's)"),
     "sglang_service_multithread_load_threads": _count(1, 64, fix="loader threads per rank"),
     "sglang_service_generation_probe_timeout": _count(2, 600, fix="seconds a generation probe may take"),
+    "sglang_service_comm_check_timeout": _count(10, 3600, fix="seconds the communication check may take"),
+    "sglang_service_comm_check_min_busbw_gbps": _count(0, fix="GB/s of NCCL bus bandwidth (0: no threshold)"),
     # sglang_verify
     "sglang_verify_request_timeout": _count(fix="seconds a smoke request may take"),
     "sglang_verify_max_tokens": _count(fix="tokens a smoke answer may use"),
