@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Check a multi-node group's communication path before SGLang spends an hour loading.
 
 Run by every rank of a group at once, with the interpreter of the node's SGLang venv
