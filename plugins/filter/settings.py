@@ -116,6 +116,14 @@ RULES: dict[str, Rule] = {
     "sglang_service_restart_delay": _count(0, fix="seconds from a crash to the restart"),
     "sglang_service_restart_burst": _count(fix="starts allowed per interval"),
     "sglang_service_restart_interval": _count(fix="seconds of the start-limit window"),
+    "sglang_service_watchdog_timeout": _count(30, 86400, nullable=True,
+                                              fix="seconds a forward batch may take (null: SGLang's)"),
+    "sglang_service_dist_timeout": _count(60, 86400, nullable=True,
+                                          fix="seconds torch.distributed waits (null: torch's)"),
+    "sglang_service_multithread_load_threads": _count(1, 64, fix="loader threads per rank"),
+    "sglang_service_generation_probe_timeout": _count(2, 600, fix="seconds a generation probe may take"),
+    "sglang_service_comm_check_timeout": _count(10, 3600, fix="seconds the communication check may take"),
+    "sglang_service_comm_check_min_busbw_gbps": _count(0, fix="GB/s of NCCL bus bandwidth (0: no threshold)"),
     # sglang_monitoring (its objectives: plugins/filter/sglang_monitoring.py)
     "sglang_monitoring_host": Rule("address", nullable=True),  # an inventory host, or empty
     "sglang_monitoring_grafana_host": Rule("address", nullable=True),
@@ -155,6 +163,7 @@ RULES: dict[str, Rule] = {
     "toolkit_common_service_health_min": _count(0, fix="the JSON field's minimum"),
     "toolkit_common_service_health_timeout": _count(fix="seconds the health gate waits"),
     "toolkit_common_service_health_interval": _count(fix="seconds between health polls"),
+    "toolkit_common_service_health_probe_timeout": _count(fix="seconds one health poll may take"),
     "toolkit_common_service_journal_lines": _count(fix="journal lines a failure shows"),
 }
 

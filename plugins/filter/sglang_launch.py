@@ -23,6 +23,8 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versions
 
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_bringup
+
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "sglang"
 
 GIB = 1024 ** 3
@@ -316,6 +318,8 @@ def _extra_arg_problems(r: dict[str, Any]) -> list[str]:
         flag = token.partition("=")[0]
         if flag in _OWNED:
             out.append(f"sglang_service_extra_args sets {flag}: use {_OWNED[flag]} instead")
+        if flag in sglang_bringup.OWNED:
+            out.append(f"sglang_service_extra_args sets {flag}: use {sglang_bringup.OWNED[flag]} instead")
         if flag in _FORBIDDEN:
             out.append(f"sglang_service_extra_args sets {flag}: {_FORBIDDEN[flag]}; remove it")
     out += sglang_versions.retired_flag_problems(r["sglang_version"], extra,
@@ -403,6 +407,8 @@ def _render(r: dict[str, Any]) -> list[str]:
             argv.append(ALL_SCHEDULERS)
     if r.get("secrets_file"):
         argv += ["--config", r["secrets_file"]]
+    # Issue 16's timeouts, crash dumps and loader: only the flags the pinned version has.
+    argv += sglang_bringup.bringup_argv(r, _options(load_manifest(r["sglang_version"])))
     return argv + [str(a) for a in r.get("extra_args") or []]
 
 

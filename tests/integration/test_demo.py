@@ -351,3 +351,82 @@ def test_a_hand_made_drop_in_is_named_and_removed_when_asked(demo, tmp_path):
     assert rc == 0, out
     assert "--reasoning-parser" in running_command(host)
     assert subprocess.run(["podman", "exec", host, "test", "-e", f"{UNIT_DIR}/x.conf"]).returncode == 1
+
+
+# ---- The group communication check (issue 16): the two demo hosts made one 2-node
+# group, stopped, the check run with the real SGLang venv's torch (mounted read-only by
+# tools/demo/up.yml) over the containers' network. Last: it ends by putting the demo back.
+
+CHECK_PYTHON = "/opt/kimi-k2-sglang-venv/bin/python"
+
+
+def pair_inventory(tmp_path):
+    inventory = tmp_path / "pair"
+    shutil.copytree(ROOT / "inventories" / "demo", inventory)
+    (inventory / "hosts.yml").write_text(json.dumps({"all": {"children": {
+        "sglang_servers": {"children": {"kimi_demo_instruct": {"children": {
+            "kimi_demo_pair1": {"hosts": {"kimi-demo-1": {}, "kimi-demo-2": {}}}}}}},
+        "gpu_hosts": {"hosts": {}}}}}))
+    return inventory
+
+
+def check_vars(interface):
+    return json.dumps({"sglang_service_comm_check_enabled": True,
+                       "sglang_service_comm_check_python": CHECK_PYTHON,
+                       "sglang_service_comm_check_timeout": 20,
+                       "sglang_service_cluster_interface": interface})
+
+
+def block_port(host, port):
+    """An nftables rule in the container's own network namespace, set from the host (the
+    test image has no nft, the container no CAP_NET_ADMIN): port dropped on the way in."""
+    pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", host], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    rules = ("add table inet kimi_test\n"
+             "add chain inet kimi_test input { type filter hook input priority 0; }\n"
+             f"add rule inet kimi_test input tcp dport {port} drop\n")
+    subprocess.run(["nsenter", "-t", pid, "-n", "nft", "-f", "-"], input=rules, text=True, check=True)
+    return lambda: subprocess.run(["nsenter", "-t", pid, "-n", "nft", "delete", "table", "inet",
+                                   "kimi_test"], check=True)
+
+
+def test_a_group_meets_over_the_right_interface_and_fails_fast_on_a_wrong_one_or_a_blocked_port(demo, tmp_path):
+    if subprocess.run(["podman", "exec", "kimi-demo-1", "test", "-x", CHECK_PYTHON]).returncode:
+        pytest.fail(f"no real SGLang venv in the demo containers ({CHECK_PYTHON}): run "
+                    "`make conformance` before the demo is brought up")
+    inventory, locks = pair_inventory(tmp_path), tmp_path / "locks"
+    for host in DEMO:                                   # the check runs on a stopped group
+        on(host, "systemctl stop sglang.service")
+    try:
+        rc, out = finish(start("comm_check.yml", locks, "-e", check_vars("eth0"), inventory=inventory))
+        text = " ".join(out.split())
+        assert rc == 0, out
+        for host, rank in (("kimi-demo-1", 0), ("kimi-demo-2", 1)):
+            assert (f"communication check passed on {host} (rank {rank} of 2), interface eth0, "
+                    f"node 0 at kimi-demo-1:50000: GLOO all-reduce") in text, out
+        # A wrong NIC: the loopback, which exists but does not reach the other host.
+        began = time.monotonic()
+        rc, out = finish(start("serve.yml", locks, "-e", check_vars("lo"), inventory=inventory))
+        text = " ".join(out.split())
+        assert rc != 0, out
+        assert "communication check failed on kimi-demo-2 (rank 1 of 2), interface lo, node 0 " \
+               "at kimi-demo-1:50000" in text, out
+        assert "SGLang was not started" in text, out
+        assert time.monotonic() - began < 240, out
+        # Node 0's rendezvous port blocked in its container.
+        unblock = block_port("kimi-demo-1", 50000)
+        try:
+            rc, out = finish(start("serve.yml", locks, "-e", check_vars("eth0"), inventory=inventory))
+        finally:
+            unblock()
+        text = " ".join(out.split())
+        assert rc != 0, out
+        assert ("communication check failed on kimi-demo-2 (rank 1 of 2), interface eth0, node 0 "
+                "at kimi-demo-1:50000") in text, out
+        assert "port 50000 (sglang_service_dist_init_port)" in text, out
+        # In neither case did any rank start.
+        for host in DEMO:
+            assert on(host, "systemctl is-active sglang.service || true").strip() == "inactive"
+    finally:
+        rc, out = finish(start("serve.yml", locks))          # the demo as it was
+        assert rc == 0, out

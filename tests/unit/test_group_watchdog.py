@@ -3,6 +3,7 @@ loopback probe servers (two ranks, or one: a single-node server) and a fake syst
 that records its calls."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -219,3 +220,50 @@ def test_program_restarts_a_hung_single_node_server_once(group):
     text = out.text()
     assert "watching 1 rank of sglang.service" in text, text
     assert f"restarting sglang.service: rank 0 {server.url} (timed out) failed 3" in text, text
+
+
+def test_a_group_whose_rank_0_says_200_on_health_but_cannot_generate_is_restarted(tmp_path):
+    """Issue 16, against two real simulator ranks (rank 1 serves only /health): with
+    SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false SGLang's /health answers 200 without
+    generating, so a stuck scheduler on rank 0 still says 200 there. The watchdog probes
+    rank 0 with the pinned version's generation probe (what vars/main.yml gives it), so
+    the group is restarted all the same."""
+    from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bringup import (
+        generation_probe)
+    from sim_process import Sim
+    env = {"SGLANG_HEALTH_CHECK_TIMEOUT": "1", "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION": "false"}
+    base = ["--model-path", "moonshotai/Kimi-K2-Instruct", "--tp-size", "16",
+            "--nnodes", "2", "--dist-init-addr", "127.0.0.1:50000", "--trust-remote-code"]
+    sims = [Sim(base + ["--node-rank", str(rank)], env=env) for rank in (0, 1)]
+    calls, fake = tmp_path / "systemctl.calls", tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    urls = [f"http://127.0.0.1:{sims[0].port}{generation_probe('0.5.6.post1')}",
+            f"http://127.0.0.1:{sims[1].port}/health"]
+    config = tmp_path / "watchdog.json"
+    config.write_text(json.dumps({"urls": urls, "rank": 1, "unit": "sglang.service",
+                                  "interval": 0.3, "failures": 3, "timeout": 3}))
+    process = None
+    try:
+        for sim in sims:
+            sim.wait_ready()
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(config)], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+        out = Output(process)
+        out.wait_for("armed: all 2 ranks healthy")
+        sims[0].proc.send_signal(signal.SIGUSR1)            # the scheduler hangs
+        out.wait_for("restarting sglang.service", timeout=60)
+        assert sims[0].health() == 200                      # /health still says 200
+        assert restarts(calls) == ["--no-block restart sglang.service"]
+        process.terminate()
+        process.wait(timeout=10)
+        text = out.text()
+        assert f"restarting sglang.service: rank 0 {urls[0]} (HTTP 503) failed 3" in text, text
+    finally:
+        if process and process.poll() is None:
+            process.kill()
+        for sim in sims:
+            sim.stop()

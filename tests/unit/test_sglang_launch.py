@@ -42,14 +42,14 @@ def test_optional_settings_render_only_when_set(deployment):
         "mem_fraction_static": 0.9, "chunked_prefill_size": 8192,
         "max_running_requests": 128, "metrics_enabled": True,
         "secrets_file": "/etc/sglang/secrets.yaml",
-        "extra_args": ["--model-loader-extra-config", '{"enable_multithread_load": true}']})
+        "extra_args": ["--json-model-override-args", '{"rope_scaling": null}']})
     text = " ".join(argv)
     for part in ("--context-length 65536", "--kv-cache-dtype fp8_e4m3",
                  "--mem-fraction-static 0.9", "--chunked-prefill-size 8192",
                  "--max-running-requests 128", "--enable-metrics",
                  "--config /etc/sglang/secrets.yaml"):
         assert part in text
-    assert argv[-2:] == ["--model-loader-extra-config", '{"enable_multithread_load": true}']
+    assert argv[-2:] == ["--json-model-override-args", '{"rope_scaling": null}']
 
 
 def test_parsers_can_be_disabled_or_named(deployment):
@@ -97,7 +97,7 @@ RULES = [
     ({"extra_args": ["--cuda-graph-max-bs", "many"]}, ["--cuda-graph-max-bs expects int"]),
     ({"extra_args": ["--attention-backend", "magic"]}, ["--attention-backend 'magic' is not one of"]),
     ({"extra_args": ["--enable-torch-compile=yes"]}, ["--enable-torch-compile takes no value"]),
-    ({"extra_args": ["--watchdog-timeout"]}, ["--watchdog-timeout expects one value"]),
+    ({"extra_args": ["--stream-interval"]}, ["--stream-interval expects one value"]),
     ({"extra_args": ["600"]}, ["stray argument '600'"]),
     ({"kv_cache_dtype": "int8"}, ["--kv-cache-dtype 'int8' is not one of"]),
 ]

@@ -433,3 +433,26 @@ def test_sigusr1_hangs_the_scheduler_while_the_process_lives_on(sim_factory):
     assert sim.proc.wait(10) == 0
     out = sim.proc.stdout.read()
     assert "Health check failed. Server couldn't get a response from detokenizer" in out
+
+
+def test_health_says_200_while_generation_hangs_when_sglang_is_told_so(sim_factory):
+    """Issue 16's fault: with SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false, SGLang's bare
+    /health answers 200 without generating (0.5.6.post1 http_server.py:426-431); a
+    scheduler that hangs after its warm-up then looks healthy to /health and only the
+    generation probe tells. SGLANG_SIM_HANG_AFTER_WARMUP makes the hang come at once."""
+    sim = sim_factory(INSTRUCT, env={"SGLANG_HEALTH_CHECK_TIMEOUT": "1",
+                                     "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION": "false",
+                                     "SGLANG_SIM_HANG_AFTER_WARMUP": "1"})
+    assert sim.request("/health", timeout=5)[0] == 200
+    assert sim.request("/health_generate", timeout=5)[0] == 503
+    with pytest.raises(OSError):
+        sim.request("/generate", {"text": "Hi", "sampling_params": {"max_new_tokens": 2}},
+                    timeout=1)
+
+
+def test_health_generates_by_default_as_in_sglang(sim_factory):
+    sim = sim_factory(INSTRUCT, env={"SGLANG_HEALTH_CHECK_TIMEOUT": "1"})
+    sim.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while sim.request("/health", timeout=5)[0] == 200:
+        assert time.monotonic() < deadline, "a hung server's /health kept saying 200"

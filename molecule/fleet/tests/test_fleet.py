@@ -501,6 +501,55 @@ def test_a_slowed_server_fires_the_latency_alert():
         sh("fleet-1", f"rm -f {drop_in} && systemctl daemon-reload && systemctl restart sglang.service")
 
 
+# ---- Readiness that means generation (issue 16): SGLang told not to generate on /health
+# (SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false) answers it 200 while its scheduler is
+# stuck. The gate asks rank 0's /health_generate, so such a group is not called started,
+# and the group's watchdog restarts both ranks when it hangs later. Last: it leaves pair2
+# on that setting.
+
+NO_GENERATION_ON_HEALTH = dict(DEMO_ENV, SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION="false")
+
+
+def code(host: str, path: str) -> str:
+    return sh(host, f"curl -s -m 10 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:30000{path} || true")
+
+
+def test_a_group_whose_health_says_200_but_cannot_generate_is_not_called_started():
+    began = time.monotonic()
+    run = playbook("serve.yml", options=("--limit", "kimi_demo_pair2"), extra={
+        "sglang_service_start_timeout": 10,
+        "sglang_service_extra_env": dict(NO_GENERATION_ON_HEALTH, SGLANG_SIM_HANG_AFTER_WARMUP="1")})
+    text = " ".join(run.stdout.split())
+    assert run.returncode != 0, run.stdout[-6000:]
+    assert "did not answer http://127.0.0.1:30000/health_generate with 200 within 10 s" in text, text[-6000:]
+    assert time.monotonic() - began < 240, "the gate took far longer than its deadline"
+    assert code("fleet-3", "/health") == "200"              # what the old gate asked
+    assert code("fleet-3", "/health_generate") == "503"
+
+
+def test_a_group_whose_rank_0_hangs_behind_a_200_health_is_restarted_by_its_watchdog():
+    journal = "journalctl -u sglang-group-watchdog -o cat --no-pager"
+    armed = sh("fleet-4", journal).count("armed: all 2 ranks healthy")
+    ok(playbook("serve.yml", options=("--limit", "kimi_demo_pair2"),
+                extra={"sglang_service_extra_env": NO_GENERATION_ON_HEALTH}))
+    deadline = time.monotonic() + 60                     # the restarted watchdog armed again
+    while sh("fleet-4", journal).count("armed: all 2 ranks healthy") <= armed:
+        assert time.monotonic() < deadline, sh("fleet-4", journal)
+        time.sleep(1)
+    before = {h: started(h) for h in PAIRS["kimi_demo_pair2"]}
+    sh("fleet-3", "systemctl kill --kill-whom=main --signal=SIGUSR1 sglang.service")
+    deadline = time.monotonic() + 180
+    while not all(started(h) > before[h] for h in before):
+        assert time.monotonic() < deadline, sh("fleet-4", journal)
+        time.sleep(2)
+    assert "restarting sglang.service: rank 0 http://fleet-3:30000/health_generate (HTTP 503)" \
+        in sh("fleet-4", journal), sh("fleet-4", journal)
+    deadline = time.monotonic() + 120
+    while code("fleet-3", "/health_generate") != "200":
+        assert time.monotonic() < deadline, "the restarted group never generated again"
+        time.sleep(2)
+
+
 def test_an_upgrade_to_sglang_0_5_23_rolls_group_by_group_with_zero_failed_requests():
     """Issue 15: rollout.yml with the new version takes each group out of the router,
     builds the new venv beside the old, renders the unit for 0.5.23, restarts, smoke- and

@@ -11,12 +11,18 @@ the pinned version's:
   SGLANG_SIM_SEED            varies which questions are answered wrongly
   SGLANG_SIM_FAIL_AFTER_LOAD an error message: the server dies with it once the weights
                              are "loaded" (exit 1), as SGLang does on a CUDA OOM
+  SGLANG_SIM_HANG_AFTER_WARMUP  1: the scheduler hangs as soon as warm-up is done (the
+                             SIGUSR1 fault below, from the start: a collective that hangs
+                             after the warm-up request)
   SGLANG_HEALTH_CHECK_TIMEOUT  SGLang's own: how long a generation probe waits (default 20)
   SGLANG_SIM_VERSION         the SGLang version to imitate (sim_versions.py; default
                              0.5.6.post1): its flags, rules, endpoints and parsers
   SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT, SGLANG_DISAGGREGATION_WAITING_TIMEOUT
                              SGLang's own: how long a prefill waits for its decode, and
                              a decode for its KV (default 300 each; disaggregation.py)
+  SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION  SGLang's own: false makes /health answer 200
+                             without generating (so a hung server's /health says 200;
+                             /health_generate still fails), as 0.5.6.post1 does
 
 A named test fault, for the watchdog's tests: SIGUSR1 hangs the scheduler (State.hung).
 The process and its HTTP server live on, generation never answers, and /health and
@@ -86,7 +92,9 @@ def main(argv: list[str] | None = None, entry: str = "launch_server") -> int:
                     _env_float("SGLANG_SIM_ITL_PER_RUNNING_MS", 0) / 1000)
     state = State(args, model, timing, health_check_timeout=_env_float(
         "SGLANG_HEALTH_CHECK_TIMEOUT", DEFAULT_HEALTH_CHECK_TIMEOUT), version=version,
-        endpoints=version_rules["endpoints"])
+        endpoints=version_rules["endpoints"],
+        health_generates=os.environ.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "true")
+        .strip().lower() not in ("false", "0", "no", "n"))  # environ.py EnvBool
     _disaggregate(state)
 
     time.sleep(_env_float("SGLANG_SIM_LOAD_SECONDS", 0))
@@ -100,6 +108,8 @@ def main(argv: list[str] | None = None, entry: str = "launch_server") -> int:
         time.sleep(_env_float("SGLANG_SIM_WARMUP_SECONDS", 0))
         state.ready = True
         print("The server is fired up and ready to roll!", flush=True)
+        if os.environ.get("SGLANG_SIM_HANG_AFTER_WARMUP", "") == "1":
+            hang()
 
     def drain() -> None:
         # Like SGLang: stop taking work, finish what is in flight (unbounded; the unit's

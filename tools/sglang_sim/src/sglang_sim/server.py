@@ -63,6 +63,10 @@ class State:
     # (disaggregation.py); None for a server that does both.
     pd: Any = None
     health_check_timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT
+    # SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION (SGLang's, default true): false makes bare
+    # /health answer 200 without a generation once the server is up, hung or not
+    # (0.5.6.post1 http_server.py:426-431); /health_generate always generates.
+    health_generates: bool = True
     stopping: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -169,8 +173,10 @@ class Handler(BaseHTTPRequestHandler):
         # be taken for the next request on a kept-alive connection (a router reuses them).
         self._raw_body = self.rfile.read(length)
         if path in ("/health", "/health_generate"):
-            # 0.5.23's /health answers without a generation (health_generates false).
-            probes = path == "/health_generate" or state.endpoints.get("health_generates", True)
+            # /health generates too, unless SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION is
+            # false (0.5.6.post1) or the version's /health never does (0.5.23).
+            probes = path == "/health_generate" or (
+                state.health_generates and state.endpoints.get("health_generates", True))
             if state.hung and state.ready and not state.draining and probes:
                 return self._health_hung()
             ok = state.ready and not state.draining
