@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 # The directory: Molecule's generated file plus the linked group_vars and router host.
@@ -437,6 +438,14 @@ def test_monitoring_installs_a_hardened_prometheus_that_scrapes_every_target():
     assert {(g["metric"]["host"], float(g["value"][1])) for g in gsm8k} == scored
     assert {host for host, _ in scored} >= {"fleet-1", "fleet-3"}
     assert prometheus("alertmanagers")["activeAlertmanagers"]
+    # The Grafana host's dashboards, and the provider that loads them from there.
+    provider = yaml.safe_load(sh("fleet-1", "cat /etc/grafana/provisioning/dashboards/sglang.yaml"))
+    [entry] = provider["providers"]
+    assert entry["type"] == "file" and entry["options"]["path"] == "/var/lib/grafana/dashboards/sglang"
+    boards = sh("fleet-1", "ls /var/lib/grafana/dashboards/sglang").split()
+    assert len(boards) == 4, boards
+    for board in boards:
+        assert json.loads(sh("fleet-1", f"cat /var/lib/grafana/dashboards/sglang/{board}"))["panels"]
 
 
 def test_every_fleet_server_and_router_dashboard_query_returns_data():
