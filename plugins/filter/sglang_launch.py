@@ -22,6 +22,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versions
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.argv_check import read_argv
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_bringup
 
@@ -125,61 +126,12 @@ def _options(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {opt: o for o in manifest["options"] for opt in o["opts"]}
 
 
-def _value_problem(flag: str, option: dict[str, Any], value: str) -> str | None:
-    converters = {"int": int, "float": float, "json": json.loads, "str": str}
-    try:
-        converted = converters[option["type"]](value)
-    except ValueError:
-        return f"{flag} expects {option['type']}, got {value!r}"
-    choices = option["choices"]
-    if choices and converted not in choices:
-        return f"{flag} {value!r} is not one of {choices}"
-    return None
-
-
 def argv_problems(argv: list[str], version: str) -> list[str]:
     """Check argv against the manifest like SGLang's parser would, but stricter:
     abbreviations (argparse prefixes such as --tp) must be written out in full."""
-    manifest = load_manifest(version)
-    options = _options(manifest)
-    problems: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        i += 1
-        if not token.startswith("--"):
-            problems.append(f"stray argument {token!r}: every value must follow its flag")
-            continue
-        flag, eq, inline = token.partition("=")
-        option = options.get(flag)
-        if option is None:
-            full = sorted(o for o in options if o.startswith(flag))
-            if len(full) == 1:
-                problems.append(f"{flag} is an abbreviation of {full[0]}: write the full flag")
-            else:
-                problems.append(f"{flag} is not a flag of SGLang {version}")
-            continue
-        if not sglang_versions.takes_value(option):
-            if eq:
-                problems.append(f"{flag} takes no value")
-            continue
-        nargs = option["nargs"]
-        values = [inline] if eq else []
-        if not eq:
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-                if nargs in (None, "?"):
-                    break
-        if nargs is None and len(values) != 1:
-            problems.append(f"{flag} expects one value")
-        elif nargs == "+" and not values:
-            problems.append(f"{flag} expects at least one value")
-        for value in values:
-            problem = _value_problem(flag, option, value)
-            if problem:
-                problems.append(problem)
-    return problems
+    options = _options(load_manifest(version))
+    return read_argv(argv, options, f"a flag of SGLang {version}",
+                     sglang_versions.takes_value)[1]
 
 
 # ---------------------------------------------------------------- deployment

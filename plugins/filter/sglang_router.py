@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kimi_k2.sglang.plugins.module_utils.argv_check import read_argv
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "router"
 GATEWAYS = ("smg", "sglang-router")
@@ -142,65 +143,25 @@ def _options(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {opt: o for o in manifest["options"] for opt in o["opts"]}
 
 
-def _value_problem(label: str, flag: str, option: dict[str, Any], value: str) -> str | None:
-    try:
-        {"int": int, "float": float}.get(option["type"], str)(value)
-    except ValueError:
-        return f"{flag} expects {option['type']}, got {value!r} ({label})"
-    if option["choices"] and value not in option["choices"]:
-        return f"{flag} {value!r} is not one of {', '.join(option['choices'])} ({label})"
-    return None
-
-
 def router_argv_problems(argv: list[str], manifest: dict[str, Any]) -> list[str]:
     """Check a gateway command line against its manifest, as its argparse parser would, but
     stricter: flags written out in full, each non-repeatable flag at most once, and no flag
     that carries a secret."""
-    label = f"{manifest['package']} {manifest['version']}"
-    options = _options(manifest)
-    problems: list[str] = []
+    label = f" ({manifest['package']} {manifest['version']})"
+    found, problems = read_argv(
+        argv, _options(manifest),
+        "a flag of this gateway (see its manifest in manifests/router/)",
+        lambda option: option["kind"] != "flag", label)
     seen: set[str] = set()
-    i = 0
-    while i < len(argv):
-        token = str(argv[i])
-        i += 1
-        if not token.startswith("--"):
-            problems.append(f"stray argument {token!r}: every value must follow its flag")
-            continue
-        flag, eq, inline = token.partition("=")
-        option = options.get(flag)
-        if option is None:
-            full = sorted(o for o in options if o.startswith(flag))
-            hint = (f"an abbreviation of {full[0]}: write the full flag" if len(full) == 1
-                    else "not a flag of this gateway (see its manifest in manifests/router/)")
-            problems.append(f"{flag} is {hint} ({label})")
-            continue
+    for occurrence in found:
+        flag, option = occurrence.flag, occurrence.option
         if _SECRET_DEST.search(option["dest"]):
             problems.append(f"{flag} carries a secret, which would show in ps and the unit: "
                             "the API key comes from sglang_router_api_key through a 0640 "
                             "file; other secrets are not supported on the command line")
         if option["dest"] in seen and not option["repeatable"]:
-            problems.append(f"{flag} is given twice ({label}): the last would win silently")
+            problems.append(f"{flag} is given twice{label}: the last would win silently")
         seen.add(option["dest"])
-        if option["kind"] == "flag":
-            if eq:
-                problems.append(f"{flag} takes no value ({label})")
-            continue
-        nargs = option["nargs"]
-        values = [inline] if eq else []
-        if not eq:
-            while i < len(argv) and not str(argv[i]).startswith("--"):
-                values.append(str(argv[i]))
-                i += 1
-                if nargs in (None, "?") or (isinstance(nargs, int) and len(values) == nargs):
-                    break
-        if nargs is None and len(values) != 1:
-            problems.append(f"{flag} expects one value ({label})")
-        elif nargs == "+" and not values:
-            problems.append(f"{flag} expects at least one value ({label})")
-        elif isinstance(nargs, int) and len(values) != nargs:
-            problems.append(f"{flag} expects {nargs} value(s) ({label})")
-        problems += [p for p in (_value_problem(label, flag, option, v) for v in values) if p]
     return problems
 
 
