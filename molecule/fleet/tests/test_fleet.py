@@ -394,6 +394,15 @@ def firing(alert: str, group: str) -> bool:
                and a["state"] == "firing" for a in prometheus("alerts")["alerts"])
 
 
+def alertmanager_groups(alert: str) -> set[str]:
+    """The deployment groups for which Alertmanager holds an active alert of this name."""
+    url = f"http://{address('fleet-1')}:9093/api/v2/alerts?active=true"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        alerts = json.load(resp)
+    return {a["labels"].get("deployment_group", "") for a in alerts
+            if a["labels"].get("alertname") == alert}
+
+
 def wait_for(check, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -505,6 +514,9 @@ def test_a_slowed_server_fires_the_latency_alert():
         with Traffic():
             wait_for(lambda: firing("SGLangTTFTAboveObjective", "kimi_demo_pair1"), 60,
                      "SGLangTTFTAboveObjective firing for kimi_demo_pair1")
+            # Prometheus hands it to Alertmanager, where receivers would pick it up.
+            wait_for(lambda: "kimi_demo_pair1" in alertmanager_groups("SGLangTTFTAboveObjective"),
+                     15, "SGLangTTFTAboveObjective in Alertmanager")
         assert not firing("SGLangTTFTAboveObjective", "kimi_demo_pair2")
     finally:
         sh("fleet-1", f"rm -f {drop_in} && systemctl daemon-reload && systemctl restart sglang.service")
