@@ -191,13 +191,12 @@ collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
 # The real gateways' tests (marked real_router) run against venvs of the pinned wheels.
-# Two workers, a test module each at a time: most of unit's time is waiting on real
-# processes (gateways, simulators, Prometheus; ~60 CPU-s in ~190 s alone), which two
-# workers overlap; the gateway tests (~65 s) are one module.
+# One worker: the tests start servers on ports they find free (tests/unit/sim_process.py),
+# and two workers raced for one (a fake server answered a simulator's requests).
 unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV) $(SMG_VENV)
 	SGLANG_ROUTER_PYTHON=$(CURDIR)/build/router-venv/bin/python \
 	  SMG_PYTHON=$(CURDIR)/build/smg-venv/bin/python \
-	  tools/timed unit pytest -q -n 2 --dist loadfile --junitxml=build/junit-unit.xml tests/unit
+	  tools/timed unit pytest -q --junitxml=build/junit-unit.xml tests/unit
 
 conformance: $(SGLANG_VENV)/.installed $(SGLANG_NEXT_VENV)/.installed $(VENV)/.installed
 	SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python \
