@@ -191,6 +191,8 @@ collection: $(VENV)/.installed
 	tools/timed collection tools/collection-check
 
 # The real gateways' tests (marked real_router) run against venvs of the pinned wheels.
+# One worker: the tests start servers on ports they find free (tests/unit/sim_process.py),
+# and two workers raced for one (a fake server answered a simulator's requests).
 unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV) $(SMG_VENV)
 	SGLANG_ROUTER_PYTHON=$(CURDIR)/build/router-venv/bin/python \
 	  SMG_PYTHON=$(CURDIR)/build/smg-venv/bin/python \

@@ -28,17 +28,12 @@ import tempfile
 import zipfile
 from importlib import metadata
 
+# Run as a script beside it: the same JSON rule for a default as SGLang's manifest.
+from gen_sglang_manifest import _jsonable
+
 # Importable name of each gateway package.
 PACKAGES = {"smg": "smg", "sglang-router": "sglang_router"}
 _TYPES = {"int": "int", "_non_negative_int": "int", "float": "float", "str": "str"}
-
-
-def _jsonable(value: object) -> object:
-    try:
-        json.dumps(value)
-    except TypeError:
-        return repr(value)
-    return value
 
 
 def _option(action: argparse.Action) -> dict:

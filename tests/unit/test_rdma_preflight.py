@@ -58,3 +58,12 @@ def test_the_verdict_carries_rdma_problems_and_states():
     assert not verdict["passed"]
     assert any("mlx5_2 is not ACTIVE" in p for p in verdict["problems"])
     assert verdict["rdma"]["mlx5_2"] == {"1": "1: DOWN"}
+
+
+def test_a_linked_port_that_the_subnet_manager_has_not_activated_is_down(tmp_path):
+    """Physical link up, logical state INIT: no subnet manager has configured the port."""
+    tree = tmp_path / "infiniband"
+    shutil.copytree(FIXTURE, tree)
+    (tree / "mlx5_0" / "ports" / "1" / "state").write_text("2: INIT\n")
+    [problem] = rdma.rdma_problems(rdma.read_infiniband(str(tree)), ["mlx5_0"])
+    assert "port 1 INIT/LinkUp" in problem

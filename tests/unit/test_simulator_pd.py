@@ -138,28 +138,34 @@ def test_disaggregation_start_rules_fail_the_start_like_sglang(argv, message):
     pytest.param(package, marks=pytest.mark.skipif(
         not _installed(package), reason=f"set {var} to a Python with the gateway installed"))
     for package, var in (("sglang_router", "SGLANG_ROUTER_PYTHON"), ("smg", "SMG_PYTHON"))])
-def test_the_real_gateway_in_pd_mode_serves_through_both_halves(halves, package):
+def test_the_real_gateway_in_pd_mode_serves_through_both_halves(halves, package, tmp_path):
     prefill, decode, bootstrap = halves
     port = free_port()
-    router = subprocess.Popen(
-        [GATEWAY_PYTHONS[package], "-m", f"{package}.launch_router", "--pd-disaggregation",
-         "--prefill", f"http://127.0.0.1:{prefill.port}", str(bootstrap),
-         "--decode", f"http://127.0.0.1:{decode.port}",
-         "--host", "127.0.0.1", "--port", str(port),
-         "--prometheus-port", str(free_port())],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / f"{package}.log"
+    with log.open("wb") as sink:
+        router = subprocess.Popen(
+            [GATEWAY_PYTHONS[package], "-m", f"{package}.launch_router", "--pd-disaggregation",
+             "--prefill", f"http://127.0.0.1:{prefill.port}", str(bootstrap),
+             "--decode", f"http://127.0.0.1:{decode.port}",
+             "--host", "127.0.0.1", "--port", str(port),
+             "--prometheus-port", str(free_port())],
+            stdout=sink, stderr=subprocess.STDOUT)
     try:
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/generate", json.dumps(QUESTION).encode(),
             {"Content-Type": "application/json"})
-        deadline = time.monotonic() + 30
+        # Generous: the gateway registers both halves in the background, and a CI
+        # machine running the container suites beside this one is slow to do it.
+        deadline = time.monotonic() + 120
         while True:
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     answer = json.loads(response.read())
                 break
-            except OSError:
-                assert time.monotonic() < deadline, "the router never served"
+            except OSError as error:
+                tail = log.read_text(errors="replace")[-3000:]
+                assert router.poll() is None, f"the gateway exited:\n{tail}"
+                assert time.monotonic() < deadline, f"never served ({error}):\n{tail}"
                 time.sleep(0.5)
         assert "36" in answer["text"]
         prefill.stop()  # the KV's source is gone: the request fails, visibly

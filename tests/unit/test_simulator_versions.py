@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from sim_process import SIM_SRC, Sim
+from sim_process import SIM_SRC
+from test_simulator import sim_factory  # noqa: F401 (a fixture)
 
 from sglang_sim import cli, parsers, sim_versions  # tools/sglang_sim/src (pytest.ini)
 
@@ -22,22 +23,6 @@ def run(argv, env=None, module="sglang_sim.launch_server"):
                           env={**os.environ, "PYTHONPATH": str(SIM_SRC),
                                "SGLANG_SIM_FAIL_AFTER_LOAD": "stop here", **(env or {})},
                           capture_output=True, text=True, timeout=30)
-
-
-@pytest.fixture
-def started():
-    sims = []
-
-    def start(argv, env):
-        sim = Sim(argv, env=env)
-        sims.append(sim)
-        sim.wait_ready()
-        return sim
-
-    yield start
-    for sim in sims:
-        if sim.proc.poll() is None:
-            sim.stop()
 
 
 def test_each_version_is_its_own_committed_data():
@@ -89,12 +74,12 @@ def test_0_5_23_resolves_both_dp_attention_spellings_to_one_layout():
         sim_versions.normalize(both, "0.5.23")[0]
 
 
-def test_0_5_23_serves_ready_and_names_itself_and_0_5_6_post1_does_not(started):
-    new = started([*INSTRUCT, "--api-key", "k"], NEW)
+def test_0_5_23_serves_ready_and_names_itself_and_0_5_6_post1_does_not(sim_factory):
+    new = sim_factory([*INSTRUCT, "--api-key", "k"], env=NEW)
     assert new.request("/ready", key="")[0] == 200  # no key needed, like /health
     new.api_key = "k"
     assert new.json("/server_info")["version"] == "0.5.23"
-    old = started(INSTRUCT, {})
+    old = sim_factory(INSTRUCT, env={})
     assert old.request("/ready")[0] == 404
     assert old.json("/server_info")["version"] == "0.5.6.post1"
 
