@@ -124,6 +124,8 @@ RULES: dict[str, Rule] = {
     "sglang_service_generation_probe_timeout": _count(2, 600, fix="seconds a generation probe may take"),
     "sglang_service_comm_check_timeout": _count(10, 3600, fix="seconds the communication check may take"),
     "sglang_service_comm_check_min_busbw_gbps": _count(0, fix="GB/s of NCCL bus bandwidth (0: no threshold)"),
+    "sglang_service_deep_gemm_cache_timeout": _count(60, 86400,
+                                                     fix="seconds the DeepGEMM precompile may take"),
     # sglang_monitoring (its objectives: plugins/filter/sglang_monitoring.py)
     "sglang_monitoring_host": Rule("address", nullable=True),  # an inventory host, or empty
     "sglang_monitoring_grafana_host": Rule("address", nullable=True),

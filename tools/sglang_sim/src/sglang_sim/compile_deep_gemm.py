@@ -13,12 +13,18 @@ server does (unknown flag: exit 2; a cross-flag rule broken: exit 1), spends
 SGLANG_SIM_DG_COMPILE_SECONDS (default 0) "compiling", and writes into SGLANG_DG_CACHE_DIR
 a few small files whose names and contents derive from the version and the parallel
 layout, so a cache built for one layout is told apart from another's. It does not wait
-for the other nodes.
+for the other nodes. Like the real one, which starts a server on the server's --host and
+--port (`:76-90`), it holds that address while it compiles: beside a running server it
+fails at once ("address already in use"; the real one would poll the running server
+instead). SGLANG_SIM_DG_COMPILE_CRASH=1 is a fault: the server it starts dies, which the
+real entry point reports only at its timeout, with the timeout's message; the double
+reports it at once.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 import time
 
@@ -82,12 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     print("sglang_sim %s (a test double of SGLang %s's compile_deep_gemm, not SGLang): "
           "rank %s/%s, %s, into %s" % (__version__, version, args.node_rank, args.nnodes,
                                        layout_of(args), directory), flush=True)
+    try:
+        held = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        print("ERROR: cannot start the server at %s:%s: %s" % (args.host, args.port, exc),
+              file=sys.stderr, flush=True)
+        return 1
+    if os.environ.get("SGLANG_SIM_DG_COMPILE_CRASH") == "1":
+        held.close()
+        print("TimeoutError: DeepGEMM Kernels compilation timeout. (sglang_sim: the server "
+              "died, SGLANG_SIM_DG_COMPILE_CRASH=1)", file=sys.stderr, flush=True)
+        return 1
     if seconds > timeout:
         time.sleep(timeout)
         print("TimeoutError: DeepGEMM Kernels compilation timeout.", file=sys.stderr, flush=True)
         return 1
     time.sleep(seconds)
     written = write_cache(directory, version, layout_of(args))
+    held.close()
     print("DeepGEMM Kernels compilation finished successfully (%d files)." % len(written),
           flush=True)
     return 0
