@@ -9,6 +9,7 @@ the last test brings pair2 back to the fleet's layout, healthy and in the router
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from test_fleet import DEMO_ENV, OLD, PAIRS, healthy, ok, playbook, router, sh, started
@@ -32,7 +33,10 @@ def server_cache_dir(host: str) -> str:
     """SGLANG_DG_CACHE_DIR in the running server's own environment."""
     pid = sh(host, "systemctl show sglang.service -p MainPID --value").strip()
     assert pid != "0", f"{host}: sglang.service does not run"
-    env = sh(host, f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    # As the service account: root in a container without CAP_SYS_PTRACE may not read it.
+    env = subprocess.run(["podman", "exec", "-u", "sglang", host, "sh", "-c",
+                          f"tr '\\0' '\\n' < /proc/{pid}/environ"],
+                         check=True, capture_output=True, text=True).stdout
     return next(line.split("=", 1)[1] for line in env.splitlines()
                 if line.startswith("SGLANG_DG_CACHE_DIR="))
 
