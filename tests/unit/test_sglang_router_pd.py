@@ -19,10 +19,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_router as flt
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_router as api
 
 from sim_process import SIM_SRC, Sim, free_port
-from test_sglang_router import GATEWAY_PYTHONS, KEY, LAUNCHER, _installed, launcher
+from test_sglang_router import (GATEWAY_PYTHONS, KEY, LAUNCHER, SMG, _installed, endpoint,
+                                launcher, settings)
 
 MODEL = ["--model-path", "moonshotai/Kimi-K2-Instruct", "--tp-size", "8",
          "--tool-call-parser", "kimi_k2", "--api-key", KEY]
@@ -30,7 +32,152 @@ QUESTION = {"text": "Question: What is 15% of 240?\nAnswer:",
             "sampling_params": {"max_new_tokens": 32, "temperature": 0}}
 
 
-# ---------------------------------------------------------------- launcher
+# ---------------------------------------------------------------- filter
+# Endpoint facts as roles/sglang_service/tasks/endpoint.yml publishes them for PD servers:
+# disaggregation_mode, and bootstrap_port on a prefill (null otherwise).
+def pd_endpoint(url, mode, rank=0, bootstrap_port=None):
+    return endpoint(url, rank=rank, disaggregation_mode=mode,
+                    bootstrap_port=8998 if mode == "prefill" and bootstrap_port is None
+                    else bootstrap_port)
+
+
+@pytest.fixture
+def pools():
+    """A prefill pool of one two-node server and one single node, a decode pool of one."""
+    hostvars = {
+        "p1": {"sglang_service_endpoint": pd_endpoint("http://10.0.3.1:30000", "prefill")},
+        "p2": {"sglang_service_endpoint": pd_endpoint("http://10.0.3.1:30000", "prefill", 1)},
+        "p3": {"sglang_service_endpoint": pd_endpoint("http://10.0.3.3:30000", "prefill",
+                                                      bootstrap_port="9000")},
+        "d1": {"sglang_service_endpoint": pd_endpoint("http://10.0.4.1:30000", "decode")},
+    }
+    groups = {"kimi_prefill": ["p1", "p2", "p3"], "kimi_decode": ["d1"],
+              "kimi_mono": ["m1"], "empty": []}
+    return groups, hostvars
+
+
+def test_pools_give_typed_workers_rank_zero_only(pools):
+    groups, hostvars = pools
+    result = flt.sglang_router_pools(groups, hostvars, "kimi_prefill", "kimi_decode", "")
+    assert result == {"workers": [
+        {"url": "http://10.0.3.1:30000", "worker_type": "prefill", "bootstrap_port": 8998},
+        {"url": "http://10.0.3.3:30000", "worker_type": "prefill", "bootstrap_port": 9000},
+        {"url": "http://10.0.4.1:30000", "worker_type": "decode", "bootstrap_port": None}],
+        "hosts": ["p1", "p2", "p3", "d1"]}
+
+
+# Each refused before any host is touched (preflight.yml evaluates the pools), naming the
+# variable to change.
+@pytest.mark.parametrize("args, change, message", [
+    (("kimi_prefill", "", ""), None,
+     "sglang_router_prefill_group is set ('kimi_prefill') but sglang_router_decode_group is "
+     "not: a prefill/decode router needs both pools"),
+    (("", "kimi_decode", ""), None,
+     "sglang_router_decode_group is set ('kimi_decode') but sglang_router_prefill_group is not"),
+    (("kimi_prefill", "kimi_decode", "sglang_servers"), None,
+     "sglang_router_server_group ('sglang_servers') is set beside sglang_router_prefill_group "
+     "and sglang_router_decode_group"),
+    (("kimi_prefill", "kimi_prefill", ""), None, "both name 'kimi_prefill'"),
+    (("kimi_prefill", "no_such_group", ""), None,
+     "sglang_router_decode_group 'no_such_group' names no inventory group with hosts"),
+    (("empty", "kimi_decode", ""), None,
+     "sglang_router_prefill_group 'empty' names no inventory group with hosts"),
+    (("kimi_prefill", "kimi_decode", ""), ("p3", {"bootstrap_port": None}),
+     "p3 is a prefill server that publishes no bootstrap port (bootstrap_port None in its "
+     "sglang_service_endpoint): set sglang_service_disaggregation_bootstrap_port"),
+    (("kimi_prefill", "kimi_decode", ""), ("p3", {"bootstrap_port": 70000}),
+     "publishes no bootstrap port (bootstrap_port 70000"),
+    (("kimi_prefill", "kimi_decode", ""), ("d1", {"disaggregation_mode": "prefill"}),
+     "d1 is in sglang_router_decode_group ('kimi_decode') but serves disaggregation_mode "
+     "'prefill': set sglang_service_disaggregation_mode: decode for its servers"),
+    (("kimi_prefill", "kimi_decode", ""), ("p2", {"disaggregation_mode": ""}),
+     "p2 is in sglang_router_prefill_group ('kimi_prefill') but serves disaggregation_mode "
+     "'none (monolithic)'"),
+    (("kimi_prefill", "kimi_decode", ""), ("p1", {"sglang_service_endpoint": None}),
+     "p1 has no sglang_service_endpoint fact"),
+])
+def test_pools_refuse_naming_the_variable(pools, args, change, message):
+    groups, hostvars = pools
+    if change:
+        host, fields = change
+        if "sglang_service_endpoint" in fields:
+            hostvars[host] = {}
+        else:
+            hostvars[host]["sglang_service_endpoint"].update(fields)
+    with pytest.raises(flt.AnsibleFilterError) as refused:
+        flt.sglang_router_pools(groups, hostvars, *args)
+    assert message in str(refused.value)
+
+
+def test_a_host_in_both_pools_is_refused(pools):
+    groups, hostvars = pools
+    groups["kimi_decode"].append("p3")
+    with pytest.raises(flt.AnsibleFilterError, match="p3 is in both pools"):
+        flt.sglang_router_pools(groups, hostvars, "kimi_prefill", "kimi_decode")
+
+
+def test_a_monolithic_router_refuses_a_pd_server(pools):
+    _, hostvars = pools
+    with pytest.raises(flt.AnsibleFilterError,
+                       match="d1 is a decode server .* name its pool in "
+                             "sglang_router_decode_group"):
+        flt.sglang_router_worker_urls(["d1"], hostvars)
+
+
+def test_the_model_spans_both_pools(pools):
+    groups, hostvars = pools
+    hostvars["d1"]["sglang_service_endpoint"]["sglang_version"] = "0.5.23"
+    with pytest.raises(flt.AnsibleFilterError, match="sglang_version '0.5.6.post1' vs '0.5.23'"):
+        flt.sglang_router_model(groups["kimi_prefill"] + groups["kimi_decode"], hostvars)
+
+
+PD_WORKERS = [
+    {"url": "http://10.0.3.1:30000", "worker_type": "prefill", "bootstrap_port": 8998},
+    {"url": "http://10.0.4.1:30000", "worker_type": "decode", "bootstrap_port": None}]
+
+
+def pd_settings(**more):
+    return settings(**{"pd": True, "workers": PD_WORKERS,
+                       "worker_urls": [w["url"] for w in PD_WORKERS], **more})
+
+
+@pytest.mark.parametrize("gateway", [{}, SMG], ids=["sglang-router", "smg"])
+def test_pd_argv_checks_against_each_gateways_manifest(gateway):
+    chosen = pd_settings(**gateway)
+    argv = flt.sglang_router_argv(chosen)
+    assert argv.count("--pd-disaggregation") == 1
+    assert flt.sglang_router_worker_argv(PD_WORKERS) == [
+        "--prefill", "http://10.0.3.1:30000", "8998", "--decode", "http://10.0.4.1:30000"]
+    manifest = flt.sglang_router_manifest(chosen["gateway"], chosen["package"])
+    assert flt.router_argv_problems(argv + flt.sglang_router_worker_argv(PD_WORKERS),
+                                    manifest) == []
+    # The pools' flags are the role's: not through extra_args.
+    for flag in ("--pd-disaggregation", "--prefill", "--decode"):
+        assert any(f"{flag} is set by its own variable" in p for p in
+                   flt.sglang_router_problems(pd_settings(**gateway, extra_args=[flag])))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"workers": PD_WORKERS[:1]}, "a prefill/decode router without decode workers"),
+    ({"pd": False}, "prefill/decode workers for a monolithic router"),
+])
+def test_pd_settings_need_both_kinds(change, message):
+    problems = flt.sglang_router_problems(pd_settings(**change))
+    assert any(message in p for p in problems), problems
+
+
+def test_a_gateway_without_pd_flags_is_refused(monkeypatch):
+    # As a pinned gateway whose parser lacked the PD flags would be: the flag names come
+    # from the manifest, not from the role.
+    manifest = flt.sglang_router_manifest("smg", "smg==1.13.0")
+    trimmed = {**manifest, "options": [o for o in manifest["options"]
+                                       if o["dest"] not in ("pd_disaggregation", "prefill")]}
+    monkeypatch.setattr(flt, "sglang_router_manifest", lambda *_: trimmed)
+    problems = flt.sglang_router_problems(pd_settings(**SMG))
+    assert any("--pd-disaggregation is not a flag of this gateway" in p for p in problems)
+    assert any("--prefill is not a flag of this gateway" in p for p in problems)
+
+
 def test_launcher_turns_typed_workers_into_the_gateways_pd_flags(tmp_path):
     (tmp_path / "workers").write_text(
         "# managed\nprefill http://10.0.3.1:30000 8998  # node 0\n\n"
@@ -102,6 +249,22 @@ real_pd = pytest.mark.parametrize("package", [
     pytest.param(package, marks=pytest.mark.skipif(
         not _installed(package), reason=f"set {var} to a Python with the gateway installed"))
     for package, var in (("sglang_router", "SGLANG_ROUTER_PYTHON"), ("smg", "SMG_PYTHON"))])
+
+
+@real_pd
+def test_the_rendered_pd_command_parses_with_the_real_gateways_parser(package):
+    gateway = SMG if package == "smg" else {}
+    argv = (flt.sglang_router_argv(pd_settings(**gateway))
+            + flt.sglang_router_worker_argv(PD_WORKERS))
+    parsed = subprocess.run(
+        [GATEWAY_PYTHONS[package], "-c",
+         f"import json, sys; from {package}.launch_router import parse_router_args; "
+         "a = parse_router_args(sys.argv[1:]); "
+         "print(json.dumps([a.pd_disaggregation, a.prefill_urls, a.decode_urls, a.policy]))",
+         *argv], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    assert json.loads(parsed.stdout.splitlines()[-1]) == [
+        True, [["http://10.0.3.1:30000", 8998]], ["http://10.0.4.1:30000"], "cache_aware"]
 
 
 class Gateway:
