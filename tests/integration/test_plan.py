@@ -32,6 +32,31 @@ def test_plan_succeeds_for_every_host_without_connecting(production_plan):
     assert not stats["dark"] and not stats["failures"]
 
 
+@pytest.mark.parametrize("router", ROUTERS)
+def test_each_router_is_planned_with_its_whole_command_line(production_plan, router):
+    """Issue 17: a router naming two pools renders --pd-disaggregation, and its worker file
+    gives each prefill server with its bootstrap port and each decode server (the launcher
+    turns the file into --prefill URL PORT / --decode URL); a monolithic router, its URLs."""
+    folder = ROOT / "plan" / "production" / router
+    plan = json.loads((folder / "router-argv.json").read_text())
+    line = task_results(production_plan, "runner_on_ok", "show its command line")[router]["msg"]
+    assert line.endswith(" ".join(plan["argv"] + plan["worker_argv"]))
+    unit = (folder / "sglang-router.service").read_text()
+    workers = [w for w in (folder / "workers").read_text().splitlines()
+               if w and not w.startswith("#")]
+    if plan["mode"] == "pd":
+        assert "--pd-disaggregation" in plan["argv"] and "--pd-disaggregation" in unit
+        assert {w.split()[0] for w in workers} == {"prefill", "decode"}
+        assert all(len(w.split()) == 3 and w.split()[2].isdigit()
+                   for w in workers if w.startswith("prefill"))
+        assert plan["worker_argv"].count("--prefill") + plan["worker_argv"].count("--decode") \
+            == len(workers)
+    else:
+        assert "--pd-disaggregation" not in unit and plan["worker_argv"][0] == "--worker-urls"
+        assert workers == plan["worker_argv"][1:]
+    assert "plan-test-key" not in unit + json.dumps(plan)
+
+
 def test_plan_prints_one_line_per_host_with_group_rank_and_argv(production_plan):
     lines = task_results(production_plan, "runner_on_ok", "show its launch command")
     assert sorted(lines) == PRODUCTION
@@ -111,27 +136,3 @@ def test_impossible_layout_fails_before_any_host_is_touched(tmp_path):
     assert sorted(failed) == PRODUCTION
     assert "sglang_service_ep_size to at least 2" in failed["h200-b01"]["msg"]
 
-
-@pytest.mark.parametrize("router", ROUTERS)
-def test_each_router_is_planned_with_its_whole_command_line(production_plan, router):
-    """Issue 17: a router naming two pools renders --pd-disaggregation, and its worker file
-    gives each prefill server with its bootstrap port and each decode server (the launcher
-    turns the file into --prefill URL PORT / --decode URL); a monolithic router, its URLs."""
-    folder = ROOT / "plan" / "production" / router
-    plan = json.loads((folder / "router-argv.json").read_text())
-    line = task_results(production_plan, "runner_on_ok", "show its command line")[router]["msg"]
-    assert line.endswith(" ".join(plan["argv"] + plan["worker_argv"]))
-    unit = (folder / "sglang-router.service").read_text()
-    workers = [w for w in (folder / "workers").read_text().splitlines()
-               if w and not w.startswith("#")]
-    if plan["mode"] == "pd":
-        assert "--pd-disaggregation" in plan["argv"] and "--pd-disaggregation" in unit
-        assert {w.split()[0] for w in workers} == {"prefill", "decode"}
-        assert all(len(w.split()) == 3 and w.split()[2].isdigit()
-                   for w in workers if w.startswith("prefill"))
-        assert plan["worker_argv"].count("--prefill") + plan["worker_argv"].count("--decode") \
-            == len(workers)
-    else:
-        assert "--pd-disaggregation" not in unit and plan["worker_argv"][0] == "--worker-urls"
-        assert workers == plan["worker_argv"][1:]
-    assert "plan-test-key" not in unit + json.dumps(plan)
