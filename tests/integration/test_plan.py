@@ -135,4 +135,3 @@ def test_impossible_layout_fails_before_any_host_is_touched(tmp_path):
                                                       "pinned SGLang's rules")
     assert sorted(failed) == PRODUCTION
     assert "sglang_service_ep_size to at least 2" in failed["h200-b01"]["msg"]
-
