@@ -41,6 +41,9 @@ LAYOUT_FLAGS = (
     "--pipeline-parallel-size", "--nnodes", "--enable-dp-attention",
     "--moe-a2a-backend", "--moe-runner-backend", "--deepep-mode", "--moe-dense-tp-size",
     "--enable-dp-lm-head", "--chunked-prefill-size", "--speculative-algorithm",
+    # A prefill and a decode pool of one parallel layout run different MoE kernels (DeepEP's
+    # normal and low-latency paths): a cache each.
+    "--disaggregation-mode",
 )
 
 # SGLang's precompile entry point per pinned version: the module and the one flag it adds
