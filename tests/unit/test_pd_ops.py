@@ -1,0 +1,161 @@
+"""Prefill/decode deployments in the operations playbooks: the pools a router fronts, the
+topology plan.yml and status.yml print, the rollout's batches and per-pool floor, and the
+benchmark's per-node figures beside the LMSYS blog's."""
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_pd_ops as pd
+from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_rollout as rollout
+
+
+def inventory(decode_servers=2, pending=(), monolithic=False):
+    """One router over a prefill pool (one 2-node server) and a decode pool of single-node
+    servers; optionally a monolithic server beside them."""
+    layout = {"p1a": ("prefill-1", 0), "p1b": ("prefill-1", 1)}
+    layout.update({f"d{i}": (f"decode-{i}", 0) for i in range(1, decode_servers + 1)})
+    if monolithic:
+        layout["m1"] = ("mono", 0)
+    hostvars = {host: {"sglang_service_endpoint": {
+        "group": group, "rank": rank, "cluster_url": f"http://{host}:30000"},
+        "__sglang_rollout_pending": group in pending} for host, (group, rank) in layout.items()}
+    hostvars["r1"] = {"sglang_router_prefill_group": "pd_prefill",
+                      "sglang_router_decode_group": "pd_decode"}
+    groups = {"pd_prefill": ["p1a", "p1b"],
+              "pd_decode": [h for h in layout if h.startswith("d")],
+              "sglang_routers": ["r1"]}
+    servers = [h for h in layout]
+    return servers, hostvars, groups
+
+
+def test_a_pd_router_names_its_pools_and_their_servers():
+    _, hostvars, groups = inventory()
+    [deployment] = pd.sglang_pd_deployments(["r1"], hostvars, groups)
+    assert deployment["prefill"] == {"group": "pd_prefill", "hosts": ["p1a", "p1b"],
+                                     "servers": [{"name": "prefill-1", "hosts": ["p1a", "p1b"]}]}
+    assert [s["name"] for s in deployment["decode"]["servers"]] == ["decode-1", "decode-2"]
+    assert pd.sglang_pd_pool_of([deployment])["d2"] == {
+        "pool": "pd_decode", "mode": "decode", "router": "r1"}
+
+
+def test_a_monolithic_router_is_no_pd_deployment():
+    _, hostvars, groups = inventory()
+    hostvars["r2"] = {"sglang_router_server_group": "mono"}
+    assert [d["router"] for d in pd.sglang_pd_deployments(["r1", "r2"], hostvars, groups)] == ["r1"]
+
+
+def test_a_pool_that_is_no_inventory_group_names_the_variable():
+    _, hostvars, groups = inventory()
+    hostvars["r1"]["sglang_router_decode_group"] = "pd_decdoe"
+    with pytest.raises(AnsibleFilterError, match="sglang_router_decode_group is 'pd_decdoe'"):
+        pd.sglang_pd_deployments(["r1"], hostvars, groups)
+
+
+def test_the_topology_line_shows_each_pool_its_servers_and_nodes():
+    _, hostvars, groups = inventory()
+    assert pd.sglang_pd_topology(pd.sglang_pd_deployments(["r1"], hostvars, groups)) == [
+        "router r1 (pd): prefill pool pd_prefill (1 server(s), 2 node(s)): prefill-1 [p1a, p1b]; "
+        "decode pool pd_decode (2 server(s), 2 node(s)): decode-1 [d1], decode-2 [d2]"]
+
+
+def plan(decode_servers=2, pending=(), floor=1, batch_size=1, monolithic=False):
+    servers, hostvars, groups = inventory(decode_servers, pending, monolithic)
+    pools = pd.sglang_pd_pool_of(pd.sglang_pd_deployments(["r1"], hostvars, groups))
+    return rollout.sglang_rollout_plan(rollout.sglang_rollout_groups(servers, hostvars, pools),
+                                       batch_size, floor, [])
+
+
+def names(result):
+    return [[g["name"] for g in batch] for batch in result["batches"]]
+
+
+def test_groups_carry_their_pool_and_mode():
+    servers, hostvars, groups = inventory(monolithic=True)
+    pools = pd.sglang_pd_pool_of(pd.sglang_pd_deployments(["r1"], hostvars, groups))
+    found = {g["name"]: (g["pool"], g["mode"])
+             for g in rollout.sglang_rollout_groups(servers, hostvars, pools)}
+    assert found == {"prefill-1": ("pd_prefill", "prefill"), "decode-1": ("pd_decode", "decode"),
+                     "decode-2": ("pd_decode", "decode"), "mono": ("", "")}
+
+
+def test_prefill_and_decode_groups_roll_one_at_a_time_like_any_group():
+    result = plan(decode_servers=3, pending=("decode-1", "decode-2", "decode-3"))
+    assert names(result) == [["decode-1"], ["decode-2"], ["decode-3"]]
+    assert result["problems"] == []
+
+
+def test_the_decode_pool_never_goes_below_the_floor_whatever_the_batch_size():
+    # 3 decode servers, floor 1: at most 2 of them in one batch, though the batch size is 4.
+    result = plan(decode_servers=3, pending=("decode-1", "decode-2", "decode-3"),
+                  batch_size=4, floor=1)
+    assert names(result) == [["decode-1", "decode-2"], ["decode-3"]]
+    assert result["problems"] == []
+
+
+def test_a_batch_fills_up_across_pools():
+    # Floor 0: both decode servers fit one batch of 2; the monolithic server follows.
+    result = plan(pending=("decode-1", "decode-2", "mono"), batch_size=2, floor=0,
+                  monolithic=True)
+    assert names(result) == [["decode-1", "decode-2"], ["mono"]]
+    # Floor 1: one decode server per batch; the next batch takes the other and the
+    # monolithic server (whose own floor is 0 serving of 1: refused, and said so).
+    result = plan(pending=("decode-1", "decode-2", "mono"), batch_size=2, floor=1,
+                  monolithic=True)
+    assert names(result) == [["decode-1"], ["decode-2", "mono"]]
+    assert result["problems"] == [
+        "a batch of 1 of 1 groups would leave 0 serving, below sglang_rollout_min_serving_groups "
+        "(1): lower sglang_rollout_batch_size or the floor"]
+
+
+def test_rolling_the_only_decode_server_is_refused_naming_the_floor():
+    problems = plan(decode_servers=1, pending=("decode-1",), floor=1)["problems"]
+    assert problems == [
+        "the decode pool pd_decode has 1 server(s): rolling one would leave 0 serving, below "
+        "sglang_rollout_min_serving_groups (1), which every pool keeps: add a decode server "
+        "to pd_decode or lower the floor"]
+
+
+def test_rolling_the_only_prefill_server_is_refused_too():
+    problems = plan(pending=("prefill-1",), floor=1)["problems"]
+    assert len(problems) == 1 and problems[0].startswith("the prefill pool pd_prefill has 1")
+
+
+def test_the_floor_counts_per_pool_not_over_the_whole_fleet():
+    # Four groups in all, but the decode pool has two: floor 2 refuses rolling either.
+    problems = plan(pending=("decode-1",), floor=2, monolithic=True)["problems"]
+    assert [p.split(":")[0] for p in problems] == [
+        "the decode pool pd_decode has 2 server(s)"]
+
+
+def test_with_floor_0_a_single_decode_server_may_roll():
+    result = plan(decode_servers=1, pending=("decode-1",), floor=0)
+    assert names(result) == [["decode-1"]] and result["problems"] == []
+
+
+BLOG = {"source": "LMSYS blog 2025-07-20",
+        "figures": {"prefill_input_per_node": 56000, "decode_output_per_node": 24000}}
+
+
+def test_per_node_figures_divide_by_each_pools_nodes():
+    _, hostvars, groups = inventory(decode_servers=3)
+    [deployment] = pd.sglang_pd_deployments(["r1"], hostvars, groups)
+    figures = pd.sglang_benchmark_pd_per_node(
+        {"input_throughput": 112000.0, "output_throughput": 36000.0}, deployment, BLOG)
+    assert (figures["prefill_nodes"], figures["decode_nodes"]) == (2, 3)
+    rows = {r["key"]: r for r in figures["rows"]}
+    assert rows["prefill_input_per_node"]["ours"] == 56000.0
+    assert rows["prefill_input_per_node"]["ratio"] == 1.0
+    assert rows["decode_output_per_node"]["ours"] == 12000.0
+    assert rows["decode_output_per_node"]["ratio"] == 0.5
+    text = pd.sglang_benchmark_pd_markdown(figures)
+    assert "| Decode: output tok/s per decode node | 12,000.00 | 36,000.00 (3 node(s)) | " \
+           "24,000.00 | 0.5000 (higher is better) |" in text
+    assert "2 prefill node(s), 3 decode node(s)" in text
+
+
+def test_a_failed_run_has_no_per_node_figures():
+    _, hostvars, groups = inventory()
+    [deployment] = pd.sglang_pd_deployments(["r1"], hostvars, groups)
+    rows = pd.sglang_benchmark_pd_per_node(None, deployment, BLOG)["rows"]
+    assert [(r["ours"], r["ratio"]) for r in rows] == [(None, None), (None, None)]
