@@ -113,6 +113,13 @@ def sglang_benchmark_pd_per_node(metrics: Mapping[str, Any] | None,
             "decode_nodes": decode_nodes, "source": reference.get("source", ""), "rows": rows}
 
 
+def sglang_benchmark_pd_runs(runs: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any],
+                             reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs through a PD router, each with its per-node figures (key `pd`)."""
+    return [{**run, "pd": sglang_benchmark_pd_per_node(run.get("result"), deployment, reference)}
+            for run in runs]
+
+
 def sglang_benchmark_pd_markdown(per_node: Mapping[str, Any]) -> str:
     """The per-node table of a PD run, for its Markdown report."""
     lines = [f"- PD deployment behind {per_node['router']}: {per_node['prefill_nodes']} "
@@ -135,4 +142,5 @@ class FilterModule:
                 "sglang_pd_pool_of": sglang_pd_pool_of,
                 "sglang_pd_topology": sglang_pd_topology,
                 "sglang_benchmark_pd_per_node": sglang_benchmark_pd_per_node,
+                "sglang_benchmark_pd_runs": sglang_benchmark_pd_runs,
                 "sglang_benchmark_pd_markdown": sglang_benchmark_pd_markdown}

@@ -26,7 +26,8 @@ def sglang_rollout_groups(hosts: Sequence[str], hostvars: Mapping[str, Any],
         where = (pools or {}).get(host) or {}
         group = groups.setdefault(endpoint["group"], {
             "name": endpoint["group"], "hosts": [], "pending": False, "leader": None, "url": None,
-            "pool": where.get("pool", ""), "mode": where.get("mode", "")})
+            "pool": where.get("pool", ""), "mode": where.get("mode", ""),
+            "router": where.get("router", "")})
         group["hosts"].append(host)
         group["pending"] = group["pending"] or bool(hostvars[host].get("__sglang_rollout_pending"))
         if int(endpoint["rank"]) == 0:

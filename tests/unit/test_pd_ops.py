@@ -159,3 +159,49 @@ def test_a_failed_run_has_no_per_node_figures():
     [deployment] = pd.sglang_pd_deployments(["r1"], hostvars, groups)
     rows = pd.sglang_benchmark_pd_per_node(None, deployment, BLOG)["rows"]
     assert [(r["ours"], r["ratio"]) for r in rows] == [(None, None), (None, None)]
+
+
+def test_the_blog_profile_is_2000_in_100_out_and_needs_no_download():
+    import yaml
+    from conftest import ROOT
+    from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_benchmark as bench
+    role_vars = yaml.safe_load((ROOT / "roles/sglang_benchmark/vars/main.yml").read_text())
+    published = role_vars["__sglang_benchmark_published_profiles"]
+    assert published["pd-blog"] == {
+        "dataset": "random-ids", "random_input_len": 2000, "random_output_len": 100,
+        "random_range_ratio": 1.0, "num_prompts": 2048, "max_concurrency": 512}
+    assert role_vars["__sglang_benchmark_pd_published_reference"]["figures"] == {
+        "prefill_input_per_node": 56000, "decode_output_per_node": 24000}
+    settings = {"published": published, "custom": {}, "run": ["pd-blog"], "sweep": [],
+                "sweep_profile": "throughput", "prompts_per_concurrency": 10, "timeout": 3600,
+                "sharegpt_src": "", "sharegpt_url": "https://example/x.json",
+                "sharegpt_sha256": "", "tokenizer": "moonshotai/Kimi-K2-Instruct"}
+    assert bench.sglang_benchmark_problems(settings) == []
+
+
+def test_the_report_benchmarks_pd_servers_through_their_router_per_node():
+    from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_benchmark as bench
+    _, hostvars, groups = inventory(decode_servers=3)
+    [deployment] = pd.sglang_pd_deployments(["r1"], hostvars, groups)
+    run = bench.sglang_benchmark_outcome(
+        {"name": "pd-blog", "profile_name": "pd-blog", "concurrency": None,
+         "profile": {"dataset": "random-ids", "num_prompts": 8}, "timeout": 60},
+        {"finished": 1, "result": {"completed": 8, "duration": 2.0,
+                                   "input_throughput": 8000.0, "output_throughput": 400.0}})
+    router = {"host": "r1", "group": "router:r1", "variant": "instruct", "url": "u",
+              "runner": "p1a", "sglang_version": "0.5.6.post1", "reference": {},
+              "runs": pd.sglang_benchmark_pd_runs([run], deployment, BLOG)}
+    half = {"host": "d1", "group": "decode-1", "variant": "instruct",
+            "through_router": "a decode server: benchmarked with its pool through its PD router"}
+    report = bench.sglang_benchmark_report(
+        ["d1", "r1"], {"d1": {"sglang_benchmark_result": half},
+                       "r1": {"sglang_benchmark_result": router}}, "inv", "ts")
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert report["passed"]
+    assert not hosts["d1"]["benchmarked"] and "through its PD router" in hosts["d1"]["why"]
+    [row] = hosts["r1"]["runs"]
+    assert row["pd"]["rows"][0]["ours"] == 4000.0  # 8000 input tok/s over 2 prefill nodes
+    markdown = bench.sglang_benchmark_markdown(row, hosts["r1"])
+    assert "| Prefill: input tok/s per prefill node | 4,000.00 | 8,000.00 (2 node(s)) | " \
+           "56,000.00 | 0.0714 (higher is better) |" in markdown
+    assert "| Decode: output tok/s per decode node | 133.33 |" in markdown
