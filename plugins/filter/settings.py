@@ -124,6 +124,14 @@ RULES: dict[str, Rule] = {
     "sglang_service_generation_probe_timeout": _count(2, 600, fix="seconds a generation probe may take"),
     "sglang_service_comm_check_timeout": _count(10, 3600, fix="seconds the communication check may take"),
     "sglang_service_comm_check_min_busbw_gbps": _count(0, fix="GB/s of NCCL bus bandwidth (0: no threshold)"),
+    # Issue 17 (plugins/module_utils/sglang_disaggregation.py checks the bootstrap port's
+    # collisions on prefill servers only: a monolithic server does not bind it).
+    "sglang_service_disaggregation_bootstrap_port": _count(1, 65535, nullable=True,
+                                                           fix="a prefill's bootstrap TCP port"),
+    "sglang_service_ep_num_redundant_experts": _count(0, 1024, fix="redundant experts"),
+    # DeepEP's low-latency dispatch needs <= 1024 (0.5.6.post1 token_dispatcher/deepep.py:320-325).
+    "sglang_service_deepep_max_dispatch_tokens_per_rank": _count(
+        1, 1024, nullable=True, fix="DeepEP dispatch tokens per rank (null: SGLang's 128)"),
     # sglang_monitoring (its objectives: plugins/filter/sglang_monitoring.py)
     "sglang_monitoring_host": Rule("address", nullable=True),  # an inventory host, or empty
     "sglang_monitoring_grafana_host": Rule("address", nullable=True),

@@ -25,6 +25,7 @@ from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versi
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.argv_check import read_argv
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_bringup
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_disaggregation
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "manifests" / "sglang"
 
@@ -276,9 +277,6 @@ def _extra_arg_problems(r: dict[str, Any]) -> list[str]:
             out.append(f"sglang_service_extra_args sets {flag}: {_FORBIDDEN[flag]}; remove it")
     out += sglang_versions.retired_flag_problems(r["sglang_version"], extra,
                                                  "sglang_service_extra_args")
-    if "deepep" in extra and r["ep_size"] != r["tp_size"]:
-        out.append(f"--moe-a2a-backend deepep forces ep = tp: set sglang_service_ep_size to "
-                   f"{r['tp_size']} (DeepEP also needs a separate build on the hosts)")
     return out
 
 
@@ -320,6 +318,9 @@ def sglang_launch_problems(deployment: dict[str, Any]) -> list[str]:
         return _layout_problems(r)
     problems = (_layout_problems(r) + _fit_problems(r) + _parser_problems(r)
                 + _extra_arg_problems(r) + _scalar_problems(r))
+    # Issue 17: prefill/decode disaggregation, DeepEP and EPLB (extra args included).
+    problems += sglang_disaggregation.problems(r, _options(load_manifest(r["sglang_version"])),
+                                               r["sglang_version"])
     if not problems:
         problems = argv_problems(_render(r), r["sglang_version"])
     return problems
@@ -361,6 +362,8 @@ def _render(r: dict[str, Any]) -> list[str]:
         argv += ["--config", r["secrets_file"]]
     # Issue 16's timeouts, crash dumps and loader: only the flags the pinned version has.
     argv += sglang_bringup.bringup_argv(r, _options(load_manifest(r["sglang_version"])))
+    # Issue 17: prefill/decode disaggregation, DeepEP and EPLB.
+    argv += sglang_disaggregation.disaggregation_argv(r, _options(load_manifest(r["sglang_version"])))
     return argv + [str(a) for a in r.get("extra_args") or []]
 
 

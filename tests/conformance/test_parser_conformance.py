@@ -55,7 +55,7 @@ def rendered() -> dict[str, list[str]]:
             env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
         for plan in sorted((ROOT / "plan" / inventory).glob("*/argv.json")):
             argvs[f"{inventory}/{plan.parent.name}"] = json.loads(plan.read_text())["argv"]
-    assert len(argvs) == 8
+    assert len(argvs) == 14  # the production example's 12 hosts (6 PD ones) and demo's 2
     return argvs
 
 
@@ -131,3 +131,40 @@ def test_the_simulator_parses_kimi_output_as_every_real_parser_does():
         assert [list(parsers.split_reasoning(name, t)) for t in texts] == results, name
     assert {name for name, found in real["tool_calls"].items() if found} == {
         parsers.KIMI_TOOL_CALL_PARSER}
+
+
+# The production example's disaggregated deployment (issue 17): a prefill node and a decode
+# node, as SGLang's real parser reads them.
+PD_HOSTS = {"host:production/h200-p01": "prefill", "host:production/h200-d01": "decode"}
+
+
+def test_the_pd_commands_parse_to_the_blog_layout(parsed):
+    for name, mode in PD_HOSTS.items():
+        args = parsed[name]["args"]
+        assert parsed[name]["ok"] and args["disaggregation_mode"] == mode, name
+        assert args["disaggregation_transfer_backend"] == "mooncake"
+        assert args["disaggregation_ib_device"].startswith("mlx5_0,mlx5_1,")
+        assert args["moe_a2a_backend"] == "deepep" and args["enable_eplb"] is True
+        # DeepEP spans every rank: ep = tp, which SGLang would otherwise impose itself.
+        assert args["ep_size"] == args["tensor_parallel_size"]
+        assert args["enable_dp_attention"] is True
+        assert args["ep_num_redundant_experts"] == 32
+    prefill = parsed["host:production/h200-p01"]["args"]
+    decode = parsed["host:production/h200-d01"]["args"]
+    assert prefill["disaggregation_bootstrap_port"] == 8998 and prefill["deepep_mode"] == "normal"
+    assert (prefill["tensor_parallel_size"], prefill["dp_size"]) == (16, 16)
+    assert (decode["tensor_parallel_size"], decode["dp_size"]) == (32, 32)
+    assert decode["deepep_mode"] == "low_latency"
+    # server_args.py:1868-1873: a decode with dp > 1 starts only with it.
+    assert decode["prefill_round_robin_balance"] is True
+    assert prefill["prefill_round_robin_balance"] is False
+
+
+def test_the_simulator_starts_the_pd_commands(parsed):
+    """The simulator's start checks (its imitation of ServerArgs') pass the PD commands."""
+    from sglang_sim import disaggregation, rules, sim_versions
+    parser = sim_cli.build_parser(sim_cli.manifest(VERSION))
+    for name in PD_HOSTS:
+        args = parser.parse_args(parsed[name]["argv"])
+        assert sim_versions.normalize(args, VERSION) + rules.check(args) \
+            + disaggregation.check(args, VERSION) == [], name

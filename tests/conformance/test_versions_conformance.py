@@ -70,7 +70,7 @@ def rendered_new(tmp_path_factory) -> dict[str, list[str]]:
             env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
         for plan in sorted((out / inventory).glob("*/argv.json")):
             argvs[f"{inventory}/{plan.parent.name}"] = json.loads(plan.read_text())["argv"]
-    assert len(argvs) == 8
+    assert len(argvs) == 14
     return argvs
 
 
@@ -179,3 +179,23 @@ def test_the_simulator_parses_kimi_output_as_every_real_0_5_23_parser_does():
             name
     found = {name for name, n in result["tool_calls"].items() if isinstance(n, int) and n > 0}
     assert found == {sim_parsers.KIMI_TOOL_CALL_PARSER}
+
+
+def test_the_pd_commands_parse_with_0_5_23s_real_parser(parsed):
+    """Issue 17: the example's prefill and decode nodes, rendered for 0.5.23 and read by its
+    parser (and its resolution of the layout)."""
+    prefill = parsed[NEW]["host:production/h200-p01"]
+    decode = parsed[NEW]["host:production/h200-d01"]
+    assert prefill["ok"] and decode["ok"]
+    assert prefill["args"]["disaggregation_mode"] == "prefill"
+    assert prefill["args"]["disaggregation_bootstrap_port"] == 8998
+    assert decode["args"]["disaggregation_mode"] == "decode"
+    for result in (prefill, decode):
+        assert result["args"]["moe_a2a_backend"] == "deepep"
+        assert result["args"]["enable_eplb"] is True
+        assert result["args"]["disaggregation_ib_device"].startswith("mlx5_0,")
+        layout = result["resolved"]
+        assert layout["ep_size"] == layout["tp_size"] == layout["attn_dp_size"]
+    assert prefill["resolved"]["tp_size"] == 16 and decode["resolved"]["tp_size"] == 32
+    # 0.5.23 has no --prefill-round-robin-balance: the builder leaves it out.
+    assert "--prefill-round-robin-balance" not in decode["argv"]

@@ -8,7 +8,10 @@ import pytest
 
 from runner import ROOT, play, task_results
 
-PRODUCTION = ["h200-a01", "h200-a02", "h200-b01", "h200-b02", "h200-b03", "h200-b04"]
+PRODUCTION = ["h200-a01", "h200-a02", "h200-b01", "h200-b02", "h200-b03", "h200-b04",
+              "h200-d01", "h200-d02", "h200-d03", "h200-d04", "h200-p01", "h200-p02"]
+# The disaggregated deployment (issue 17): its prefill pool, then its decode pool.
+PREFILL, DECODE = ["h200-p01", "h200-p02"], ["h200-d01", "h200-d02", "h200-d03", "h200-d04"]
 
 
 @pytest.fixture(scope="module")
@@ -102,5 +105,77 @@ def test_impossible_layout_fails_before_any_host_is_touched(tmp_path):
     assert runner.status == "failed"
     failed = task_results(runner, "runner_on_failed", "Check the launch command against the "
                                                       "pinned SGLang's rules")
-    assert sorted(failed) == PRODUCTION
+    # The decode pool's servers are tp32 already (4 nodes at ep32): still valid.
+    assert sorted(failed) == sorted(set(PRODUCTION) - set(DECODE))
     assert "sglang_service_ep_size to at least 2" in failed["h200-b01"]["msg"]
+
+
+def test_the_pd_deployment_renders_both_halves(production_plan):
+    """Issue 17: the example's disaggregated deployment, as the blog lays it out."""
+    def argv(host):
+        return " ".join(json.loads((ROOT / "plan" / "production" / host / "argv.json")
+                                   .read_text())["argv"])
+    prefill, decode = argv("h200-p02"), argv("h200-d01")
+    assert "--nnodes 2 --node-rank 1 --dist-init-addr 10.10.3.11:50000" in prefill
+    assert "--disaggregation-mode prefill" in prefill
+    assert "--disaggregation-bootstrap-port 8998" in prefill
+    assert "--moe-a2a-backend deepep --deepep-mode normal" in prefill
+    assert "--tp-size 16 --dp-size 16 --ep-size 16 --enable-dp-attention" in prefill
+    assert "--nnodes 4 --node-rank 0 --dist-init-addr 10.10.4.11:50000" in decode
+    assert "--disaggregation-mode decode" in decode and "bootstrap-port" not in decode
+    assert "--prefill-round-robin-balance" in decode  # 0.5.6.post1, dp 32
+    assert "--deepep-mode low_latency --enable-eplb --ep-num-redundant-experts 32" in decode
+    for host in PREFILL + DECODE:
+        unit = (ROOT / "plan" / "production" / host / "sglang.service").read_text()
+        assert 'Environment="NCCL_IB_HCA=mlx5_0,mlx5_1,mlx5_2,mlx5_3,mlx5_4,mlx5_5,' in unit
+        assert "--disaggregation-ib-device mlx5_0,mlx5_1" in argv(host)
+
+
+# Each "Done when" refusal of issue 17, made from the example inventory: extra variables,
+# or one more inventory file; the hosts refused and words of their message.
+BOTH_POOLS = """all:
+  children:
+    kimi_pd_decode:
+      children:
+        kimi_pd_decode_2:
+          hosts:
+            h200-p01:
+"""
+PD_MISTAKES = {
+    "deepep_ep_not_tp": ({"sglang_service_ep_size": 8}, None, PREFILL + DECODE,
+                         ["DeepEP", "set sglang_service_ep_size to"]),
+    "no_bootstrap_port": ({"sglang_service_disaggregation_bootstrap_port": None}, None, PREFILL,
+                          ["needs a bootstrap port",
+                           "set sglang_service_disaggregation_bootstrap_port"]),
+    "same_node_in_both_pools": ({}, BOTH_POOLS, ["h200-p01"],
+                                ["h200-p01 is in the prefill pool kimi_pd_prefill",
+                                 "and in the decode pool kimi_pd_decode"]),
+    "no_ib_device": ({"sglang_service_disaggregation_ib_devices": []}, None, PREFILL + DECODE,
+                     ["moves the KV cache over RDMA",
+                      "set sglang_service_disaggregation_ib_devices"]),
+    "decode_pool_without_router": ({"sglang_router_decode_group": ""}, None, DECODE,
+                                   ["no router's sglang_router_decode_group names a group"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PD_MISTAKES))
+def test_each_pd_mistake_is_refused_before_any_host_is_touched(tmp_path, case):
+    extra, inventory_file, refused, words = PD_MISTAKES[case]
+    inventory = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories" / "production", inventory)
+    if inventory_file:
+        (inventory / "zz-mistake.yml").write_text(inventory_file)
+    (tmp_path / "run").mkdir()
+    runner = play("playbooks/plan.yml", str(inventory), tmp_path / "run",
+                  {"vault_sglang_service_api_key": "k", **extra,
+                   "sglang_service_plan_dir": str(tmp_path / "plan" / "{{ inventory_hostname }}")})
+    assert runner.status == "failed"
+    failed = task_results(runner, "runner_on_failed", "Check the launch command against the "
+                                                      "pinned SGLang's rules")
+    assert sorted(failed) == sorted(refused)
+    for host in refused:
+        for word in words:
+            assert word in failed[host]["msg"], failed[host]["msg"]
+    # Nothing was rendered for any host: the preflight stops each refused one, and the
+    # others never reach a host (plan.yml connects to none).
+    assert not any((tmp_path / "plan" / host).exists() for host in refused)

@@ -90,7 +90,7 @@ RULES = [
     ({"extra_args": ["--tp-size", "8"]}, ["sets --tp-size", "use sglang_service_tp_size"]),
     ({"extra_args": ["--quantization", "fp8"]}, ["config.json"]),
     ({"extra_args": ["--moe-a2a-backend", "deepep"]},
-     ["deepep forces ep = tp", "sglang_service_ep_size to 8"]),
+     ["sets --moe-a2a-backend", "use sglang_service_moe_a2a_backend"]),
     ({"extra_args": ["--enable-ep-moe"]}, ["--enable-ep-moe is not a flag of SGLang 0.5.6.post1"]),
     ({"extra_args": ["--enable-auto-tool-choice"]}, ["--enable-auto-tool-choice is not a flag"]),
     ({"extra_args": ["--cuda-graph-max"]}, ["abbreviation of --cuda-graph-max-bs"]),
