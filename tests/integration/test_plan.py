@@ -179,3 +179,21 @@ def test_each_pd_mistake_is_refused_before_any_host_is_touched(tmp_path, case):
     # Nothing was rendered for any host: the preflight stops each refused one, and the
     # others never reach a host (plan.yml connects to none).
     assert not any((tmp_path / "plan" / host).exists() for host in refused)
+
+
+def test_the_endpoint_fact_says_each_servers_half(tmp_path):
+    """endpoints.yml (connects to nothing) on the demo inventory made a prefill and a
+    decode server: the two keys the PD router reads (issue 17)."""
+    runner = play("playbooks/endpoints.yml", "demo", tmp_path, {
+        "vault_sglang_service_api_key": "k",
+        "sglang_service_disaggregation_ib_devices": ["mlx5_0"],
+        "sglang_service_disaggregation_mode": "{{ 'prefill' if inventory_hostname == "
+                                              "'kimi-demo-1' else 'decode' }}"})
+    assert runner.status == "successful", runner.stdout.read()
+    facts = {host: res["ansible_facts"]["sglang_service_endpoint"] for host, res in
+             task_results(runner, "runner_on_ok", "Describe the endpoint").items()}
+    assert facts["kimi-demo-1"]["disaggregation_mode"] == "prefill"
+    assert facts["kimi-demo-1"]["bootstrap_port"] == 8998
+    assert facts["kimi-demo-2"]["disaggregation_mode"] == "decode"
+    assert facts["kimi-demo-2"]["bootstrap_port"] is None
+    assert "--disaggregation-bootstrap-port" in facts["kimi-demo-1"]["argv"]
