@@ -11,7 +11,7 @@ description:
     tool calls (plain, streamed, and a tool-result round trip) and metrics.
   - Ranks >= 1 of a multi-node server get the health check only.
   - A prefill or decode server of a disaggregated deployment (I(disaggregation_mode)) answers
-    generation only through its router, which pairs the two halves: it gets health, a
+    generation only through its router, which pairs the two halves. It gets health, a
     generation probe (C(/health_generate), which SGLang runs without a peer), the model
     list and info, the API key and metrics. Its answers are checked through the router.
   - Reads only; changes nothing.
