@@ -10,6 +10,13 @@ flags the role sets under the same names; every rendered command is checked agai
 flag manifest of the pinned gateway package (manifests/router/<package>-<version>.json,
 written by tools/gen_router_manifest.py from the real wheel), so a flag the chosen gateway
 does not have is refused before any host is touched.
+
+Prefill/decode (PD) mode: the router fronts two pools, sglang_router_prefill_group and
+sglang_router_decode_group, instead of sglang_router_server_group. Each worker is then
+typed: a prefill with the bootstrap port its server publishes, or a decode. The gateways
+take them as --prefill URL BOOTSTRAP_PORT / --decode URL (what the role's launcher makes of
+the worker file) and through their /workers API (worker_type, bootstrap_port), so a pool
+change needs no restart in PD mode either.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ _SECRET_DEST = re.compile(r"api_key|password|db_url|redis_url")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)$")
 # What the role sets itself; extra_args may not repeat them. --api-key would show in ps.
 OWNED_FLAGS = ("--host", "--port", "--worker-urls", "--policy", "--api-key",
+               "--pd-disaggregation", "--prefill", "--decode",
                "--request-timeout-secs", "--shutdown-grace-period-secs",
                "--worker-startup-timeout-secs", "--worker-startup-check-interval",
                "--health-check-interval-secs", "--health-check-timeout-secs",
@@ -59,21 +67,31 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-def sglang_router_worker_endpoints(hosts: list[str],
-                                   hostvars: dict[str, Any]) -> list[dict[str, Any]]:
+def _endpoint(host: str, hostvars: dict[str, Any]) -> dict[str, Any]:
+    endpoint = (hostvars.get(host) or {}).get("sglang_service_endpoint")
+    if not isinstance(endpoint, dict):
+        raise AnsibleFilterError(
+            f"{host} has no sglang_service_endpoint fact: run roles/sglang_service "
+            "tasks_from: endpoint on sglang_servers first (playbooks/router.yml "
+            "does), and do not --limit the servers away; a host that failed earlier "
+            "in this run has none either")
+    return endpoint
+
+
+def _mode(endpoint: dict[str, Any]) -> str:
+    return str(endpoint.get("disaggregation_mode") or "").strip().lower()
+
+
+def sglang_router_worker_endpoints(hosts: list[str], hostvars: dict[str, Any],
+                                   variable: str = "sglang_router_server_group"
+                                   ) -> list[dict[str, Any]]:
     """The rank-0 endpoint fact of every server among hosts, one per URL, sorted by URL."""
     if not hosts:
-        raise AnsibleFilterError("the router has no server hosts: is its server group "
-                                 "(sglang_router_server_group) empty or missing?")
+        raise AnsibleFilterError(f"the router has no server hosts: is its server group "
+                                 f"({variable}) empty or missing?")
     found: dict[str, dict[str, Any]] = {}
     for host in hosts:
-        endpoint = (hostvars.get(host) or {}).get("sglang_service_endpoint")
-        if not isinstance(endpoint, dict):
-            raise AnsibleFilterError(
-                f"{host} has no sglang_service_endpoint fact: run roles/sglang_service "
-                "tasks_from: endpoint on sglang_servers first (playbooks/router.yml "
-                "does), and do not --limit the servers away; a host that failed earlier "
-                "in this run has none either")
+        endpoint = _endpoint(host, hostvars)
         if _rank(endpoint) != 0:
             continue
         url = str(endpoint.get("cluster_url") or "")
@@ -86,8 +104,122 @@ def sglang_router_worker_endpoints(hosts: list[str],
 
 
 def sglang_router_worker_urls(hosts: list[str], hostvars: dict[str, Any]) -> list[str]:
-    """The worker URLs: rank 0's cluster_url of each server, unique, sorted."""
+    """The worker URLs of a monolithic router: rank 0's cluster_url of each server, unique,
+    sorted. A prefill or decode server is refused: it answers only as one half of a pair."""
+    for host in hosts or []:
+        mode = _mode(_endpoint(host, hostvars))
+        if mode:
+            raise AnsibleFilterError(
+                f"{host} is a {mode} server (sglang_service_disaggregation_mode) in the "
+                "server group of a monolithic router (sglang_router_server_group): name its "
+                f"pool in sglang_router_{mode}_group, and the other pool in "
+                f"sglang_router_{'decode' if mode == 'prefill' else 'prefill'}_group, "
+                "instead")
     return [e["cluster_url"] for e in sglang_router_worker_endpoints(hosts, hostvars)]
+
+
+PD_KINDS = ("prefill", "decode")
+
+
+def sglang_router_pools(groups: dict[str, list[str]], hostvars: dict[str, Any],
+                        prefill_group: str, decode_group: str,
+                        server_group: str = "") -> dict[str, Any]:
+    """A PD router's workers and server hosts from its two pools.
+
+    Returns {"workers": [{"url", "worker_type", "bootstrap_port"}] (prefills, then decodes,
+    each sorted by URL), "hosts": every host of both pools}. Refused, naming the variable:
+    one pool without the other, the pools beside sglang_router_server_group, a pool group
+    that is missing or empty, a host whose disaggregation_mode is not its pool's, a prefill
+    server that publishes no bootstrap port, a server in both pools."""
+    named = {"prefill": str(prefill_group or ""), "decode": str(decode_group or "")}
+    missing = [k for k in PD_KINDS if not named[k]]
+    if len(missing) == 1:
+        given = "decode" if missing == ["prefill"] else "prefill"
+        raise AnsibleFilterError(
+            f"sglang_router_{given}_group is set ({named[given]!r}) but "
+            f"sglang_router_{missing[0]}_group is not: a prefill/decode router needs both "
+            "pools. Set both, or neither for a monolithic router on "
+            "sglang_router_server_group")
+    if missing:
+        raise AnsibleFilterError("sglang_router_prefill_group and sglang_router_decode_group "
+                                 "are not set: this router is not a prefill/decode router")
+    if server_group:
+        raise AnsibleFilterError(
+            f"sglang_router_server_group ({server_group!r}) is set beside "
+            "sglang_router_prefill_group and sglang_router_decode_group: a router is either "
+            "monolithic or prefill/decode. Set sglang_router_server_group: '' for this "
+            "router (a host var or a child group's var overrides sglang_routers' group_vars)")
+    if named["prefill"] == named["decode"]:
+        raise AnsibleFilterError(
+            f"sglang_router_prefill_group and sglang_router_decode_group both name "
+            f"{named['prefill']!r}: the two pools are different groups of servers")
+    workers: list[dict[str, Any]] = []
+    hosts: list[str] = []
+    seen: dict[str, str] = {}
+    for kind in PD_KINDS:
+        variable = f"sglang_router_{kind}_group"
+        members = list((groups or {}).get(named[kind]) or [])
+        if not members:
+            raise AnsibleFilterError(
+                f"{variable} {named[kind]!r} names no inventory group with hosts: name the "
+                f"group of the {kind} servers (their sglang_service_disaggregation_mode: "
+                f"{kind})")
+        for host in members:
+            if host in seen:
+                raise AnsibleFilterError(
+                    f"{host} is in both pools (sglang_router_prefill_group "
+                    f"{named['prefill']!r} and sglang_router_decode_group "
+                    f"{named['decode']!r}): a server is a prefill or a decode, not both")
+            seen[host] = kind
+            mode = _mode(_endpoint(host, hostvars))
+            if mode != kind:
+                raise AnsibleFilterError(
+                    f"{host} is in {variable} ({named[kind]!r}) but serves "
+                    f"disaggregation_mode {mode or 'none (monolithic)'!r}: set "
+                    f"sglang_service_disaggregation_mode: {kind} for its servers, or take "
+                    f"it out of {named[kind]}")
+        hosts += members
+        for endpoint in sglang_router_worker_endpoints(members, hostvars, variable):
+            worker = {"url": endpoint["cluster_url"], "worker_type": kind,
+                      "bootstrap_port": None}
+            if kind == "prefill":
+                worker["bootstrap_port"] = _bootstrap_port(endpoint)
+            workers.append(worker)
+    return {"workers": workers, "hosts": hosts}
+
+
+def _bootstrap_port(endpoint: dict[str, Any]) -> int:
+    value = endpoint.get("bootstrap_port")
+    try:
+        port = int(value)
+        ok = 1 <= port <= 65535 and str(port) == str(value).strip()
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise AnsibleFilterError(
+            f"{endpoint['host']} is a prefill server that publishes no bootstrap port "
+            f"(bootstrap_port {value!r} in its sglang_service_endpoint): set "
+            "sglang_service_disaggregation_bootstrap_port for its group; the router hands "
+            "it to the decode side")
+    return port
+
+
+def sglang_router_regular_workers(urls: list[str]) -> list[dict[str, Any]]:
+    """A monolithic router's workers in the typed form the PD pools use."""
+    return [{"url": url, "worker_type": "regular", "bootstrap_port": None} for url in urls]
+
+
+def sglang_router_worker_argv(workers: list[dict[str, Any]]) -> list[str]:
+    """The gateway flags that name the workers, as the role's launcher builds them from the
+    worker file: --worker-urls for regular workers, --prefill URL PORT and --decode URL."""
+    regular = [w["url"] for w in workers if w.get("worker_type", "regular") == "regular"]
+    argv = ["--worker-urls", *regular] if regular else []
+    for worker in workers:
+        if worker.get("worker_type") == "prefill":
+            argv += ["--prefill", worker["url"], str(worker["bootstrap_port"])]
+        elif worker.get("worker_type") == "decode":
+            argv += ["--decode", worker["url"]]
+    return argv
 
 
 def sglang_router_model(hosts: list[str], hostvars: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +233,8 @@ def sglang_router_model(hosts: list[str], hostvars: dict[str, Any]) -> dict[str,
             raise AnsibleFilterError(
                 f"a router's workers must serve one model the same way: {first['host']} "
                 f"and {other['host']} differ ({shown}). Point sglang_router_server_group "
-                "at servers of one model")
+                "(or the two pools, sglang_router_prefill_group and "
+                "sglang_router_decode_group) at servers of one model")
     model = {f: first.get(f) for f in MODEL_FIELDS}
     model["reasoning"] = _bool(model["reasoning"])
     model["tool_calls"] = _bool(model["tool_calls"])
@@ -214,9 +347,20 @@ def sglang_router_problems(settings: dict[str, Any]) -> list[str]:
             problems.append(f"sglang_router_extra_args: {arg.split('=', 1)[0]} is set by its "
                             "own variable (and --api-key would show in ps: the key comes "
                             "from sglang_router_api_key through a 0640 file)")
+    workers = settings.get("workers") or []
+    kinds = {str(w.get("worker_type")) for w in workers if isinstance(w, dict)}
+    if _bool(settings.get("pd")):
+        for kind in PD_KINDS:
+            if kind not in kinds:
+                problems.append(f"a prefill/decode router without {kind} workers: "
+                                f"sglang_router_{kind}_group has no {kind} server")
+    elif kinds - {"regular"}:
+        problems.append("prefill/decode workers for a monolithic router: set "
+                        "sglang_router_prefill_group and sglang_router_decode_group")
     if not problems:
         problems += [f"the rendered router command (sglang_router_extra_args?): {p}"
-                     for p in router_argv_problems(_render(settings), manifest)]
+                     for p in router_argv_problems(
+                         _render(settings) + sglang_router_worker_argv(workers), manifest)]
     return problems
 
 
@@ -242,6 +386,8 @@ def _render(settings: dict[str, Any]) -> list[str]:
             "--prometheus-host", str(settings["prometheus_host"]),
             "--prometheus-port", str(settings["prometheus_port"]),
             "--log-level", settings["log_level"]]
+    if _bool(settings.get("pd")):
+        argv.append("--pd-disaggregation")
     return argv + [str(a) for a in settings.get("extra_args") or []]
 
 
@@ -249,6 +395,9 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"sglang_router_worker_endpoints": sglang_router_worker_endpoints,
                 "sglang_router_worker_urls": sglang_router_worker_urls,
+                "sglang_router_pools": sglang_router_pools,
+                "sglang_router_regular_workers": sglang_router_regular_workers,
+                "sglang_router_worker_argv": sglang_router_worker_argv,
                 "sglang_router_model": sglang_router_model,
                 "sglang_router_problems": sglang_router_problems,
                 "sglang_router_manifest": sglang_router_manifest,

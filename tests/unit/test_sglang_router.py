@@ -246,13 +246,17 @@ class FakeRouter:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def seed(self, url, healthy=True):
-        self.workers[str(uuid.uuid4())] = self.entry(url, healthy)
+    def seed(self, url, healthy=True, **typed):
+        self.workers[str(uuid.uuid4())] = self.entry(url, healthy, **typed)
 
-    def entry(self, url, healthy=True):
+    def entry(self, url, healthy=True, worker_type=None, bootstrap_port=None):
+        # Both gateways list a worker's type (and a prefill's bootstrap port) in PD mode.
+        typed = {"worker_type": worker_type} if worker_type else {}
+        if bootstrap_port is not None:
+            typed["bootstrap_port"] = bootstrap_port
         if self.smg:
-            return {"url": url, "is_healthy": healthy, "status": "ready"}
-        return {"url": url, "is_healthy": healthy}
+            return {"url": url, "is_healthy": healthy, "status": "ready", **typed}
+        return {"url": url, "is_healthy": healthy, **typed}
 
     def later(self, action):
         timer = threading.Timer(self.delay, action)
@@ -298,7 +302,9 @@ class FakeRouter:
                 def add():
                     if body["url"] in fake.reachable and body.get("api_key") == KEY:
                         with fake.lock:
-                            fake.workers[worker_id] = fake.entry(body["url"])
+                            fake.workers[worker_id] = fake.entry(
+                                body["url"], worker_type=body.get("worker_type"),
+                                bootstrap_port=body.get("bootstrap_port"))
                 fake.later(add)
                 self.reply(202, {"status": "accepted", "worker_id": worker_id})
 
@@ -427,6 +433,80 @@ def test_smg_draining_worker_wanted_back_is_added_once_gone(fake_smg):
     # A draining worker is not removed a second time by exclusive.
     assert api.plan([{"id": "x", "url": W3, "healthy": False, "draining": True}], [W1],
                     "present", exclusive=True) == ([W1], [])
+
+
+# Prefill/decode: each worker's type (and a prefill's bootstrap port) goes in the POST body,
+# as both gateways take it in PD mode; a listed worker of another type or port is replaced.
+P1 = {"url": W1, "worker_type": "prefill", "bootstrap_port": 8998}
+D2 = {"url": W2, "worker_type": "decode"}
+
+
+@pytest.fixture
+def fake_pd():
+    router = FakeRouter(reachable=[W1, W2, W3])
+    yield router
+    router.close()
+
+
+def test_pd_workers_are_added_with_their_type_and_bootstrap_port(fake_pd):
+    changed, _, after = api.converge(client(fake_pd), [P1, D2], "present", worker_api_key=KEY,
+                                     exclusive=True, timeout=5, interval=0.05)
+    assert changed
+    assert sorted(fake_pd.posts, key=lambda b: b["url"]) == [
+        {"url": W1, "api_key": KEY, "worker_type": "prefill", "bootstrap_port": 8998},
+        {"url": W2, "api_key": KEY, "worker_type": "decode"}]
+    assert [(w["url"], w["worker_type"], w["bootstrap_port"], w["healthy"]) for w in after] == [
+        (W1, "prefill", 8998, True), (W2, "decode", None, True)]
+    changed, before, after = api.converge(client(fake_pd), [P1, D2], "present",
+                                          worker_api_key=KEY, exclusive=True, timeout=5)
+    assert not changed and before == after
+
+
+@pytest.mark.parametrize("listed, why", [
+    ({"worker_type": "decode"}, "a prefill listed as decode"),
+    ({"worker_type": "prefill", "bootstrap_port": 9000}, "another bootstrap port"),
+    ({}, "a regular worker"),
+])
+def test_a_worker_of_the_wrong_kind_is_removed_and_added_as_wanted(fake_pd, listed, why):
+    fake_pd.seed(W1, **listed)
+    changed, _, after = api.converge(client(fake_pd), [P1], "present", worker_api_key=KEY,
+                                     timeout=5, interval=0.05)
+    assert changed, why
+    assert [(w["url"], w["worker_type"], w["bootstrap_port"]) for w in after] == [
+        (W1, "prefill", 8998)]
+    assert fake_pd.posts == [{"url": W1, "api_key": KEY, "worker_type": "prefill",
+                              "bootstrap_port": 8998}]
+
+
+def test_absent_removes_a_pd_worker_by_url_whatever_its_type(fake_pd):
+    fake_pd.seed(W1, worker_type="prefill", bootstrap_port=8998)
+    fake_pd.seed(W2, worker_type="decode")
+    changed, _, after = api.converge(client(fake_pd), [W2], "absent", timeout=5,
+                                     interval=0.05)
+    assert changed and [(w["url"], w["worker_type"]) for w in after] == [(W1, "prefill")]
+
+
+@pytest.mark.parametrize("wanted, message", [
+    ([{"url": W1, "worker_type": "encode"}], "worker_type 'encode' is not one of"),
+    ([{"url": W2, "worker_type": "decode", "bootstrap_port": 8998}],
+     "only a prefill worker has a bootstrap_port"),
+    ([P1, {"url": W1 + "/", "worker_type": "decode"}], "is wanted twice"),
+])
+def test_bad_wanted_workers_are_refused_before_any_call(fake_pd, wanted, message):
+    with pytest.raises(ValueError, match=message):
+        api.converge(client(fake_pd), wanted, "present", worker_api_key=KEY)
+    assert fake_pd.posts == []
+
+
+def test_module_takes_typed_workers(fake_pd, monkeypatch, capsys):
+    result = run_module({"router_url": fake_pd.url, "api_key": KEY, "timeout": 5,
+                         "workers": [P1, D2], "exclusive": True}, monkeypatch, capsys)
+    assert result["changed"], result
+    assert [(w["url"], w["worker_type"]) for w in result["after"]] == [
+        (W1, "prefill"), (W2, "decode")]
+    result = run_module({"router_url": fake_pd.url, "api_key": KEY, "urls": [W1],
+                         "workers": [D2]}, monkeypatch, capsys)
+    assert result["failed"] and "mutually exclusive" in result["msg"]
 
 
 def test_a_wrong_key_is_an_error_with_the_status(fake):

@@ -5,6 +5,8 @@ import multiprocessing
 import os
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from ansible_collections.kimi_k2.sglang.plugins.action import toolkit_lock as action
@@ -116,3 +118,35 @@ def test_one_controller_lock_per_inventory(tmp_path, monkeypatch):
     assert first == action.controller_lock_path([str(tmp_path / "a") + "/"])
     assert first != action.controller_lock_path([str(tmp_path / "b")])
     assert first.startswith(str(tmp_path / "locks") + "/a-")
+
+
+ABORTING_RUN = """
+- name: Take this inventory's lock, as every changing playbook's first play does
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Lock
+      kimi_k2.sglang.toolkit_lock:
+        scope: controller
+- name: A play Ansible cannot even start ("ERROR!", no task failed)
+  hosts: "{{ no_such_variable }}"
+  gather_facts: false
+  tasks: []
+"""
+
+
+def test_a_run_that_aborts_with_error_gives_its_controller_lock_back(tmp_path):
+    """Ansible skips the callbacks' end-of-run event when a play cannot start; the lock
+    callback's exit hook gives the lock back then (only a killed run leaves one)."""
+    from conftest import ROOT
+    (tmp_path / "abort.yml").write_text(ABORTING_RUN)
+    (tmp_path / "hosts").write_text("localhost ansible_connection=local\n")
+    env = {**os.environ, "KIMI_K2_LOCK_DIR": str(tmp_path / "locks"),
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+           "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "playbooks" / "callback_plugins")}
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "hosts", "abort.yml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "no_such_variable" in run.stdout + run.stderr
+    assert "Lock" in run.stdout, "the lock task never ran: " + run.stdout[-2000:]
+    assert [p.name for p in (tmp_path / "locks").glob("*.json")] == []

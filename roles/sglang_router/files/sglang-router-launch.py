@@ -11,7 +11,10 @@ key and the worker URLs on the parsed RouterArgs, and starts the gateway in this
     python sglang-router-launch.py --package smg|sglang_router \
         --api-key-file FILE --worker-urls-file FILE -- FLAGS...
 
-The worker file holds one URL per line ('#' comments allowed): Ansible rewrites it when
+The worker file holds one worker per line ('#' comments allowed): a URL (a regular
+worker), or, for a gateway started with --pd-disaggregation, "prefill URL BOOTSTRAP_PORT"
+or "decode URL", which become the gateway's own --prefill URL BOOTSTRAP_PORT and
+--decode URL flags (parsed by its parser like the rest). Ansible rewrites the file when
 the inventory's servers change, and changes the running gateway's workers through its
 /workers API, so a worker change needs no restart and a reboot still comes back complete.
 
@@ -25,7 +28,8 @@ import sys
 
 # Given from files; and flags whose value is a secret (smg's per-tenant and control-plane
 # keys too): none of them may be on the command line.
-OWNED = ("--api-key", "--worker-urls", "--tenant-api-key", "--control-plane-api-keys")
+OWNED = ("--api-key", "--worker-urls", "--tenant-api-key", "--control-plane-api-keys",
+         "--prefill", "--decode")
 PACKAGES = ("smg", "sglang_router")
 
 
@@ -59,21 +63,40 @@ def read_key(path: str) -> str:
     return key
 
 
-def read_urls(path: str) -> list[str]:
+def read_workers(path: str) -> tuple[list[str], list[str]]:
+    """(regular worker URLs, the gateway's --prefill/--decode flags) from the worker file."""
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = [line.split("#", 1)[0].strip() for line in handle]
+            lines = [line.split("#", 1)[0].split() for line in handle]
     except OSError as err:
         raise SystemExit(f"cannot read the worker URL file {path}: {err.strerror}")
-    return [line for line in lines if line]
+    urls: list[str] = []
+    pd_flags: list[str] = []
+    for number, fields in enumerate(lines, 1):
+        if len(fields) == 1 and fields[0] not in ("prefill", "decode"):
+            urls.append(fields[0])
+        elif len(fields) in (2, 3) and fields[0] == "prefill":
+            pd_flags += ["--prefill", *fields[1:]]
+        elif len(fields) == 2 and fields[0] == "decode":
+            pd_flags += ["--decode", fields[1]]
+        elif fields:
+            raise SystemExit(f"{path}:{number}: expected URL, 'prefill URL BOOTSTRAP_PORT' "
+                             f"or 'decode URL', not {' '.join(fields)!r}")
+    return urls, pd_flags
 
 
 def main(argv: list[str]) -> None:
     ours, flags = split_argv(argv)
     key = read_key(ours.api_key_file)
-    urls = read_urls(ours.worker_urls_file)
+    urls, pd_flags = read_workers(ours.worker_urls_file)
+    if pd_flags and "--pd-disaggregation" not in flags:
+        raise SystemExit(f"{ours.worker_urls_file} lists prefill/decode workers, but the "
+                         "gateway is not started with --pd-disaggregation")
+    if urls and "--pd-disaggregation" in flags:
+        raise SystemExit(f"{ours.worker_urls_file} lists regular workers ({urls[0]}), but "
+                         "the gateway is started with --pd-disaggregation")
     gateway = importlib.import_module(f"{ours.package}.launch_router")
-    router_args = gateway.parse_router_args(flags)
+    router_args = gateway.parse_router_args(flags + pd_flags)
     router_args.api_key = key
     router_args.worker_urls = urls
     gateway.launch_router(router_args)
