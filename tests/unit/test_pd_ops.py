@@ -205,3 +205,19 @@ def test_the_report_benchmarks_pd_servers_through_their_router_per_node():
     assert "| Prefill: input tok/s per prefill node | 4,000.00 | 8,000.00 (2 node(s)) | " \
            "56,000.00 | 0.0714 (higher is better) |" in markdown
     assert "| Decode: output tok/s per decode node | 133.33 |" in markdown
+
+
+def test_the_topology_picture_draws_the_example_inventorys_pd_deployment(tmp_path):
+    """tools/pd_topology_png.py: the README's docs/pd-topology.png, from the production
+    example (ansible-inventory only; connects to nothing)."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    out = tmp_path / "pd.png"
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "pd_topology_png.py"),
+                          str(ROOT / "inventories" / "production"), str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("router router-kimi-pd (pd): prefill pool kimi_pd_prefill "
+                                 "(1 server(s), 2 node(s)): kimi_pd_prefill_1 [h200-p01, h200-p02]")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
