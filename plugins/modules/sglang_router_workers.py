@@ -17,7 +17,7 @@ description:
     a URL it still lists; such a worker counts as not present, and one wanted back is added
     again once smg has let it go (with I(wait) only).
   - In prefill/decode mode (a gateway started with C(--pd-disaggregation)) each worker has a
-    type, prefill or decode, and a prefill its bootstrap port: give them in I(workers).
+    type (prefill or decode), and a prefill its bootstrap port; give them in I(workers).
     A listed worker of another type or bootstrap port than wanted is removed and, once
     gone, added as wanted (with I(wait) only).
   - Check mode reads the listing and reports what would change.

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from runner import ROOT, play, task_results
 
@@ -22,11 +23,41 @@ def production_plan(tmp_path_factory):
                  "vault_sglang_service_hf_token": "hf-plan-test-token"})
 
 
+# The example's routers (sglang_routers): plan.yml renders them too.
+ROUTERS = sorted(yaml.safe_load((ROOT / "inventories" / "production" / "hosts.yml").read_text())
+                 ["all"]["children"]["sglang_routers"]["hosts"])
+
+
 def test_plan_succeeds_for_every_host_without_connecting(production_plan):
     assert production_plan.status == "successful", production_plan.stdout.read()
     stats = production_plan.stats
-    assert sorted(stats["ok"]) == PRODUCTION
+    assert sorted(stats["ok"]) == sorted(PRODUCTION + ROUTERS)
     assert not stats["dark"] and not stats["failures"]
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_each_router_is_planned_with_its_whole_command_line(production_plan, router):
+    """Issue 17: a router naming two pools renders --pd-disaggregation, and its worker file
+    gives each prefill server with its bootstrap port and each decode server (the launcher
+    turns the file into --prefill URL PORT / --decode URL); a monolithic router, its URLs."""
+    folder = ROOT / "plan" / "production" / router
+    plan = json.loads((folder / "router-argv.json").read_text())
+    line = task_results(production_plan, "runner_on_ok", "show its command line")[router]["msg"]
+    assert line.endswith(" ".join(plan["argv"] + plan["worker_argv"]))
+    unit = (folder / "sglang-router.service").read_text()
+    workers = [w for w in (folder / "workers").read_text().splitlines()
+               if w and not w.startswith("#")]
+    if plan["mode"] == "pd":
+        assert "--pd-disaggregation" in plan["argv"] and "--pd-disaggregation" in unit
+        assert {w.split()[0] for w in workers} == {"prefill", "decode"}
+        assert all(len(w.split()) == 3 and w.split()[2].isdigit()
+                   for w in workers if w.startswith("prefill"))
+        assert plan["worker_argv"].count("--prefill") + plan["worker_argv"].count("--decode") \
+            == len(workers)
+    else:
+        assert "--pd-disaggregation" not in unit and plan["worker_argv"][0] == "--worker-urls"
+        assert workers == plan["worker_argv"][1:]
+    assert "plan-test-key" not in unit + json.dumps(plan)
 
 
 def test_plan_prints_one_line_per_host_with_group_rank_and_argv(production_plan):

@@ -22,6 +22,7 @@ import pytest
 from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_router as flt
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_router as api
 
+from conftest import ROOT
 from sim_process import SIM_SRC, Sim, free_port
 from test_sglang_router import (GATEWAY_PYTHONS, KEY, LAUNCHER, SMG, _installed, endpoint,
                                 launcher, settings)
@@ -394,3 +395,96 @@ def test_a_worker_registered_as_the_wrong_kind_is_replaced(package, halves, tmp_
         gateway.until("served /generate", lambda: "36" in (gateway.generate() or ""))
     finally:
         gateway.stop()
+
+
+# ---------------------------------------------------------------- the role, on the controller
+# The role's preflight (the tasks its main runs first, before any host is touched) and its
+# endpoint entry point, run by ansible-playbook on the controller against servers' endpoint
+# facts; the worker file is rendered from the role's template. Connects to nothing.
+ROLE_PLAY = """
+- hosts: sglang_routers
+  gather_facts: false
+  tasks:
+    - ansible.builtin.import_role: {name: sglang_router, tasks_from: preflight}
+    - ansible.builtin.import_role: {name: sglang_router, tasks_from: endpoint}
+    - ansible.builtin.debug:
+        msg:
+          endpoint: "{{ sglang_service_endpoint }}"
+          workers: "{{ lookup('ansible.builtin.template', workers_template) }}"
+      vars:
+        ansible_managed: managed
+"""
+
+
+def role_inventory(tmp_path, router_vars, change=None):
+    def server(url, mode, port=None):
+        return {"sglang_service_endpoint": {**pd_endpoint(url, mode, bootstrap_port=port),
+                                            "sglang_version": "0.5.23"}}
+    hosts = {"pre1": server("http://10.0.3.1:30000", "prefill", 8998),
+             "dec1": server("http://10.0.4.1:30000", "decode"),
+             "dec2": server("http://10.0.4.2:30000", "decode")}
+    for host, fields in (change or {}).items():
+        hosts[host]["sglang_service_endpoint"].update(fields)
+    inventory = {"all": {"children": {
+        "sglang_servers": {"children": {
+            "kimi_prefill": {"hosts": {"pre1": hosts["pre1"]}},
+            "kimi_decode": {"hosts": {"dec1": hosts["dec1"], "dec2": hosts["dec2"]}}}},
+        "sglang_routers": {"hosts": {"r1": {
+            "ansible_connection": "local", "sglang_router_api_key": KEY,
+            "workers_template": str(ROOT / "roles/sglang_router/templates/workers.j2"),
+            **router_vars}}}}}}
+    (tmp_path / "hosts.yml").write_text(json.dumps(inventory))
+    (tmp_path / "play.yml").write_text(ROLE_PLAY)
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+
+
+POOLS = {"sglang_router_prefill_group": "kimi_prefill",
+         "sglang_router_decode_group": "kimi_decode"}
+
+
+def test_the_role_describes_a_pd_router_and_writes_its_typed_worker_file(tmp_path):
+    run = role_inventory(tmp_path, POOLS)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    result = json.loads(run.stdout)["plays"][0]["tasks"][-1]["hosts"]["r1"]["msg"]
+    shown = result["endpoint"]
+    assert shown["mode"] == "pd" and shown["router_package"] == "smg==1.13.0"
+    assert shown["prefill_workers"] == [{"url": "http://10.0.3.1:30000",
+                                         "worker_type": "prefill", "bootstrap_port": 8998}]
+    assert shown["decode_workers"] == ["http://10.0.4.1:30000", "http://10.0.4.2:30000"]
+    assert "--pd-disaggregation" in shown["argv"]
+    assert shown["worker_argv"] == ["--prefill", "http://10.0.3.1:30000", "8998",
+                                    "--decode", "http://10.0.4.1:30000",
+                                    "--decode", "http://10.0.4.2:30000"]
+    (tmp_path / "workers").write_text(result["workers"])
+    lines = [line for line in result["workers"].splitlines()
+             if line and not line.startswith("#")]
+    assert lines == ["prefill http://10.0.3.1:30000 8998", "decode http://10.0.4.1:30000",
+                     "decode http://10.0.4.2:30000"]
+    # What the launcher makes of that file is the endpoint's worker_argv.
+    assert launcher.read_workers(str(tmp_path / "workers"))[1] == shown["worker_argv"]
+
+
+@pytest.mark.parametrize("router_vars, change, message", [
+    ({"sglang_router_prefill_group": "kimi_prefill"}, None,
+     "sglang_router_prefill_group is set ('kimi_prefill') but sglang_router_decode_group"),
+    ({**POOLS, "sglang_router_server_group": "sglang_servers"}, None,
+     "sglang_router_server_group ('sglang_servers') is set beside"),
+    ({**POOLS, "sglang_router_decode_group": "kimi_missing"}, None,
+     "sglang_router_decode_group 'kimi_missing' names no inventory group with hosts"),
+    (POOLS, {"pre1": {"bootstrap_port": None}}, "pre1 is a prefill server that publishes no "
+     "bootstrap port"),
+    (POOLS, {"dec2": {"disaggregation_mode": ""}},
+     "dec2 is in sglang_router_decode_group ('kimi_decode') but serves disaggregation_mode "
+     "'none (monolithic)'"),
+    ({}, None, "pre1 is a prefill server (sglang_service_disaggregation_mode) in the server "
+     "group of a monolithic router"),
+])
+def test_the_roles_preflight_refuses_bad_pools(tmp_path, router_vars, change, message):
+    run = role_inventory(tmp_path, router_vars, change)
+    assert run.returncode != 0
+    assert message in " ".join((run.stdout + run.stderr).split()), run.stdout[-4000:]
+    assert '"endpoint"' not in run.stdout
