@@ -1,6 +1,8 @@
 """Prefill/decode disaggregation, DeepEP and EPLB for one SGLang server (issue 17).
 
-Pure functions, stdlib only. plugins/filter/sglang_launch.py appends disaggregation_argv()
+Pure functions on the controller. What differs between versions is read from each
+version's rules file (manifests/sglang/<version>.rules.json, "disaggregation", through
+module_utils/sglang_versions.py). plugins/filter/sglang_launch.py appends disaggregation_argv()
 to the launch command and problems() to its list (after which argv_problems checks every
 flag against the pinned version's manifest, as for any other); the role's environment
 takes environment(); the preflight takes topology_problems() across hosts.
@@ -37,12 +39,15 @@ The rules, each from the pinned versions' code (file:line in site-packages/sglan
   single node without --dist-init-addr the same block at --port + 233
   (ZMQ_TCP_PORT_DELTA, 0.5.6.post1 server_args.py:4428, :4491-4492; 0.5.23 :728,
   :819-822); and on 0.5.6.post1 the NCCL port it draws from --port + 100..1000
-  (server_args.py:4459-4467).
+  (server_args.py:4459-4467); and the other ports the toolkit binds on the host
+  (host_ports: model_weights_peer_port where the host stages weights).
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Iterable, Mapping
+
+from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versions
 
 MODES = ("", "prefill", "decode")
 # Transfer backends that move the KV cache over RDMA NICs (--disaggregation-ib-device):
@@ -55,7 +60,6 @@ KIMI_K2_ROUTED_EXPERTS = 384  # config.json n_routed_experts
 # Where the bootstrap port would meet a port SGLang derives (module docstring).
 ZMQ_TCP_PORT_DELTA = 233
 DERIVED_SPAN = 6  # dist_init_port .. port_base + 5
-NCCL_DRAW = (100, 1000)  # 0.5.6.post1: --port + randint(100, 1000)
 
 _DEVICE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -109,6 +113,11 @@ def _a2a(r: Mapping[str, Any]) -> str:
     return str(r.get("moe_a2a_backend") or "none")
 
 
+def _facts(r: Mapping[str, Any]) -> dict[str, Any]:
+    """The pinned version's PD facts (its rules file's "disaggregation"; none: {})."""
+    return dict(sglang_versions.rules(str(r.get("sglang_version"))).get("disaggregation") or {})
+
+
 def _choices(options: Mapping[str, Any], flag: str) -> list[str] | None:
     option = options.get(flag)
     return None if option is None else option.get("choices")
@@ -127,9 +136,10 @@ def disaggregation_argv(r: Mapping[str, Any], options: Mapping[str, Any]) -> lis
             argv += ["--disaggregation-ib-device", ",".join(devices)]
         if role == "prefill":
             argv += ["--disaggregation-bootstrap-port", str(r.get("disaggregation_bootstrap_port"))]
-        if (role == "decode" and int(r.get("dp_size") or 1) > 1
-                and "--prefill-round-robin-balance" in options):
-            argv.append("--prefill-round-robin-balance")
+        decode_dp_flag = _facts(r).get("decode_dp_flag")
+        if (role == "decode" and int(r.get("dp_size") or 1) > 1 and decode_dp_flag
+                and decode_dp_flag in options):
+            argv.append(decode_dp_flag)
     a2a = _a2a(r)
     if a2a != "none":
         argv += ["--moe-a2a-backend", a2a]
@@ -190,9 +200,14 @@ def _bootstrap_problems(r: Mapping[str, Any], version: str) -> list[str]:
         base = api + ZMQ_TCP_PORT_DELTA
         taken.append((base, base + DERIVED_SPAN, "sglang_service_port + 233 (the ports SGLang "
                       "derives with dp-attention on a single node)"))
-    if version == "0.5.6.post1" and api is not None:
-        taken.append((api + NCCL_DRAW[0], api + NCCL_DRAW[1], "sglang_service_port + 100..1000 "
-                      "(where SGLang 0.5.6.post1 draws its NCCL port)"))
+    draw = _facts(r).get("nccl_port_draw")
+    if draw and api is not None:
+        taken.append((api + draw[0], api + draw[1], f"sglang_service_port + {draw[0]}..{draw[1]} "
+                      f"(where SGLang {version} draws its NCCL port)"))
+    # The host's other ports the toolkit binds (the weights' rsync daemon while staging).
+    for name, value in sorted((r.get("host_ports") or {}).items()):
+        if _int(value) is not None:
+            taken.append((_int(value), _int(value), name))
     return [f"sglang_service_disaggregation_bootstrap_port {port} collides with {what} "
             f"({low}" + (f"-{high})" if high != low else ")") + ": choose another port"
             for low, high, what in taken if low <= port <= high]
@@ -248,14 +263,15 @@ def _extra_problems(r: Mapping[str, Any], version: str) -> list[str]:
             if flag in flags:
                 out.append(f"sglang_service_extra_args sets {flag}, which SGLang refuses on a "
                            "decode server: remove it")
-    if role == "prefill" and version == "0.5.6.post1" and "--load-balance-method" in flags:
+    balance = _facts(r).get("prefill_load_balance")
+    if role == "prefill" and balance and "--load-balance-method" in flags:
         at = flags.index("--load-balance-method")
         token = extra[at]
         value = token.partition("=")[2] or (extra[at + 1] if at + 1 < len(extra) else "")
-        if value != "round_robin":
+        if value not in balance:
             out.append(f"sglang_service_extra_args sets --load-balance-method {value} on a "
-                       "prefill server: a decode server with dp > 1 needs the prefill's "
-                       "requests balanced round robin (SGLang 0.5.6.post1); remove it")
+                       f"prefill server: SGLang {version}'s decode servers find a request's "
+                       f"DP rank only with {' or '.join(balance)}; remove it")
     return out
 
 
@@ -270,9 +286,10 @@ def problems(r: Mapping[str, Any], options: Mapping[str, Any], version: str) -> 
         out += _device_problems(r)
     if role == "prefill":
         out += _bootstrap_problems(r, version)
-        if version == "0.5.23" and _backend(r) == "fake":
-            out.append("SGLang 0.5.23 refuses the fake transfer backend on a prefill server: "
-                       "set sglang_service_disaggregation_transfer_backend to another one")
+        if _backend(r) in (_facts(r).get("prefill_refused_backends") or []):
+            out.append(f"SGLang {version} refuses the {_backend(r)} transfer backend on a "
+                       "prefill server: set sglang_service_disaggregation_transfer_backend to "
+                       "another one")
     return out + _layout_problems(r) + _extra_problems(r, version)
 
 

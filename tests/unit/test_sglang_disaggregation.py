@@ -102,6 +102,8 @@ RULES = [
       "ep_size": 8, "ep_num_redundant_experts": 0, "variant": "thinking",
       "sglang_version": "0.5.23"},
      ["collides with sglang_service_port + 233", "(30233-30239)"]),
+    ({"host_ports": {"model_weights_peer_port": 8998}},
+     ["bootstrap_port 8998 collides with model_weights_peer_port (8998)"]),
     ({"disaggregation_ib_devices": []},
      ["mooncake transfer backend moves the KV cache over RDMA",
       "set sglang_service_disaggregation_ib_devices"]),
@@ -118,7 +120,7 @@ RULES = [
       "use sglang_service_disaggregation_bootstrap_port"]),
     ({"extra_args": ["--enable-eplb"]}, ["sets --enable-eplb", "sglang_service_eplb_enabled"]),
     ({"extra_args": ["--load-balance-method", "shortest_queue"]},
-     ["--load-balance-method shortest_queue on a prefill server", "round robin"]),
+     ["--load-balance-method shortest_queue on a prefill server", "only with round_robin"]),
     ({"disaggregation_mode": "decode", "extra_args": ["--disaggregation-decode-tp", "16"]},
      ["sets --disaggregation-decode-tp", "refuses on a decode server"]),
     ({"disaggregation_mode": "decode", "extra_args": ["--prefill-round-robin-balance"]},
@@ -187,3 +189,24 @@ def test_a_host_in_a_pool_of_the_other_kind_is_refused():
     assert problems == ["d1 is in kimi_decode, router router-pd's sglang_router_decode_group, "
                         "but its sglang_service_disaggregation_mode is '': set it to decode in "
                         "the group_vars of kimi_decode"]
+
+
+def test_0_5_23_prefill_must_follow_the_bootstrap_room(deployment):
+    # 0.5.23 arg_groups/serving_hook.py:217-236: auto resolves to follow_bootstrap_room.
+    problem, = builder.sglang_launch_problems(_pd(
+        deployment, "0.5.23", extra_args=["--load-balance-method", "round_robin"]))
+    assert "--load-balance-method round_robin on a prefill server" in problem
+    assert "only with auto or follow_bootstrap_room" in problem
+    assert builder.sglang_launch_problems(_pd(
+        deployment, "0.5.23", extra_args=["--load-balance-method=follow_bootstrap_room"])) == []
+
+
+def test_every_version_states_its_pd_facts_with_their_reason():
+    from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versions
+    for version in sglang_versions.known_versions():
+        facts = sglang_versions.rules(version)["disaggregation"]
+        assert set(facts) == {"decode_dp_flag", "prefill_load_balance",
+                              "prefill_refused_backends", "nccl_port_draw", "why"}, version
+        assert facts["why"], version
+        flag = facts["decode_dp_flag"]
+        assert flag is None or sglang_versions.has_flag(version, flag), version

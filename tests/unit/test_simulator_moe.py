@@ -33,3 +33,13 @@ def test_eplb_without_expert_parallelism_fails_to_start(version):
     _, errors = _start_errors(["--enable-eplb", "--ep-size", "16",
                                "--ep-num-redundant-experts", "32"], version)
     assert errors == []
+
+
+def test_0_5_23_prefill_refuses_the_fake_transfer_backend():
+    # 0.5.23 arg_groups/pd_disaggregation_hook.py:145-148; decode accepts it.
+    from sglang_sim import disaggregation
+    for mode, expected in (("prefill", ["Prefill server does not support 'fake' as the "
+                                        "transfer backend"]), ("decode", [])):
+        args = cli.parse(["--model-path", "m", "--disaggregation-mode", mode,
+                          "--disaggregation-transfer-backend", "fake"], "0.5.23")
+        assert disaggregation.check(args, "0.5.23") == expected

@@ -48,9 +48,14 @@ KV_ROUTE = "/sglang_sim/kv/"
 
 def check(args: Any, version: str) -> list[str]:
     """The start-time assertions of ServerArgs._handle_disaggregation (0.5.6.post1).
-    0.5.23 checks other things (srt/arg_groups/pd_disaggregation_hook.py) that the double
-    does not imitate yet: none are applied for it."""
+    0.5.23 checks other things (srt/arg_groups/pd_disaggregation_hook.py); the double
+    imitates one, the prefill's refusal of the fake transfer backend."""
     errors: list[str] = []
+    if version == "0.5.23":
+        # srt/arg_groups/pd_disaggregation_hook.py:145-148.
+        if args.disaggregation_mode == "prefill" and args.disaggregation_transfer_backend == "fake":
+            errors.append("Prefill server does not support 'fake' as the transfer backend")
+        return errors
     if version != "0.5.6.post1":
         return errors
     if args.disaggregation_mode == "decode":
