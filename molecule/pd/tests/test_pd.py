@@ -143,9 +143,10 @@ def test_each_server_runs_its_half_of_the_inventorys_command():
 
 
 def test_the_router_runs_in_pd_mode_with_both_kinds_of_workers():
-    cmdline = sh("pd-1", "ps -eo args | grep -m1 '[r]outer'")
-    assert "--pd-disaggregation" in cmdline, cmdline
-    assert KEY not in sh("pd-1", "ps -eo args")
+    unit_text = sh("pd-1", "systemctl cat sglang-router.service")
+    assert "--pd-disaggregation" in unit_text, unit_text
+    assert sh("pd-1", "systemctl is-active sglang-router.service").strip() == "active"
+    assert KEY not in sh("pd-1", "ps -eo args") and KEY not in unit_text
     status, listing = router("/workers")
     assert status == 200, listing
     text = json.dumps(listing)
