@@ -628,23 +628,30 @@ def real(request, tmp_path):
     (tmp_path / "key").write_text(KEY + "\n")
     (tmp_path / "workers").write_text("\n".join(urls[:2]) + "\n")
     port = free_port()
-    proc = subprocess.Popen(
-        [GATEWAY_PYTHONS[package], str(LAUNCHER), "--package", package,
-         "--api-key-file", str(tmp_path / "key"),
-         "--worker-urls-file", str(tmp_path / "workers"), "--", "--host", "127.0.0.1",
-         "--port", str(port), "--prometheus-host", "127.0.0.1", "--prometheus-port",
-         str(free_port()), "--health-check-interval-secs", "1",
-         "--worker-startup-check-interval", "1", "--log-level", "warn"],
-        env={**os.environ, "PYTHONPATH": str(SIM_SRC)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The gateway's output is kept: a gateway that never gets ready fails naming why.
+    log = tmp_path / f"{package}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [GATEWAY_PYTHONS[package], str(LAUNCHER), "--package", package,
+             "--api-key-file", str(tmp_path / "key"),
+             "--worker-urls-file", str(tmp_path / "workers"), "--", "--host", "127.0.0.1",
+             "--port", str(port), "--prometheus-host", "127.0.0.1", "--prometheus-port",
+             str(free_port()), "--health-check-interval-secs", "1",
+             "--worker-startup-check-interval", "1", "--log-level", "warn"],
+            env={**os.environ, "PYTHONPATH": str(SIM_SRC)},
+            stdout=sink, stderr=subprocess.STDOUT)
     router = api.Router(f"http://127.0.0.1:{port}", KEY, 5)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    # Generous: CI runs the container suites beside the unit tests.
+    deadline = time.monotonic() + 120
+    while True:
         try:
             if len([w for w in router.workers() if w["healthy"]]) == 2:
                 break
         except api.RouterError:
             pass
+        tail = log.read_text(errors="replace")[-3000:]
+        assert proc.poll() is None, f"the gateway exited:\n{tail}"
+        assert time.monotonic() < deadline, f"the gateway never listed 2 healthy workers:\n{tail}"
         time.sleep(0.2)
     yield types.SimpleNamespace(proc=proc, router=router, urls=urls, package=package)
     proc.terminate()
