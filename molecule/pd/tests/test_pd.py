@@ -129,6 +129,17 @@ class Traffic:
         return [s for s in self.statuses if s != 200]
 
 
+def latest_report(pattern: str, key: str, name: str) -> dict:
+    """The newest report of this scenario: Molecule names every scenario's inventory
+    `inventory`, so fleet's reports (written at the same time in the two-lane queue) lie
+    beside ours; ours are the ones that name this scenario's hosts."""
+    for path in sorted((PROJECT / "reports" / Path(INVENTORY).name).glob(pattern), reverse=True):
+        data = json.loads(path.read_text())
+        if name in {row.get(key) for row in data.get("hosts", data.get("groups", []))}:
+            return data
+    raise AssertionError(f"no {pattern} names {name}")
+
+
 def test_each_server_runs_its_half_of_the_inventorys_command():
     prefill = unit("pd-1")
     assert "--disaggregation-mode prefill" in prefill
@@ -156,9 +167,8 @@ def test_the_router_runs_in_pd_mode_with_both_kinds_of_workers():
 
 
 def test_the_converges_verify_checked_the_router_and_each_pools_health():
-    reports = sorted((PROJECT / "reports" / Path(INVENTORY).name).glob("*/report.json"))
-    assert reports, "playbooks/verify.yml wrote no report"
-    rows = {row["host"]: row for row in json.loads(reports[-1].read_text())["hosts"]}
+    rows = {row["host"]: row
+            for row in latest_report("*/report.json", "host", "pd-router")["hosts"]}
     through = rows["pd-router"]
     assert through["passed"], through["problems"]
     assert through["smoke_passed"] == through["smoke_total"] >= 9
@@ -203,6 +213,12 @@ def test_the_decode_pool_rolls_one_server_at_a_time_with_zero_failed_requests():
     # One decode server at a time: pd-3 restarted only after pd-2 was back and gated.
     assert started("pd-3") > started("pd-2")
     assert "pd-2: rolled. pd-3: rolled." in run.stdout
+    # Each decode server's gate ran the whole GSM8K gate: through the router, the only way
+    # a decode half answers.
+    rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", "pd-2")["groups"]}
+    for host in DECODE:
+        assert rows[host]["gsm8k"]["questions"] == 200 and rows[host]["gsm8k"]["passed"], rows
+    assert rows["pd-1"]["status"] == "unchanged"
     # Both are the router's decode workers again.
     assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
 
