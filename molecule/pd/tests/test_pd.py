@@ -130,10 +130,10 @@ class Traffic:
 
 
 def latest_report(pattern: str, key: str, name: str) -> dict:
-    """The newest report of this scenario: Molecule names every scenario's inventory
-    `inventory`, so fleet's reports (written at the same time in the two-lane queue) lie
-    beside ours; ours are the ones that name this scenario's hosts."""
-    for path in sorted((PROJECT / "reports" / Path(INVENTORY).name).glob(pattern), reverse=True):
+    """The newest report of this scenario that names NAME, from the scenario's own report
+    folder (inventory/hosts.yml: Molecule names every scenario's inventory `inventory`)."""
+    for path in sorted((PROJECT / "reports" / "molecule-pd" / Path(INVENTORY).name).glob(pattern),
+                       reverse=True):
         data = json.loads(path.read_text())
         if name in {row.get(key) for row in data.get("hosts", data.get("groups", []))}:
             return data
