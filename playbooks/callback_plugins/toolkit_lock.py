@@ -35,10 +35,12 @@ class CallbackModule(CallbackBase):
     CALLBACK_NAME = "kimi_k2.sglang.toolkit_lock"
     CALLBACK_NEEDS_ENABLED = False
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._pid = os.getpid()
-        atexit.register(self._give_back)
+    _pid = 0
+
+    def v2_playbook_on_start(self, playbook):  # noqa: ARG002 - the start of the run is the event
+        if not self._pid:
+            self._pid = os.getpid()
+            atexit.register(self._give_back)
 
     def v2_playbook_on_stats(self, stats):  # noqa: ARG002 - the end of the run is the event
         self._give_back()

@@ -146,14 +146,14 @@ def test_the_pd_commands_parse_to_the_blog_layout(parsed):
         assert args["disaggregation_ib_device"].startswith("mlx5_0,mlx5_1,")
         assert args["moe_a2a_backend"] == "deepep" and args["enable_eplb"] is True
         # DeepEP spans every rank: ep = tp, which SGLang would otherwise impose itself.
-        assert args["ep_size"] == args["tensor_parallel_size"]
+        assert args["expert_parallel_size"] == args["tensor_parallel_size"]
         assert args["enable_dp_attention"] is True
         assert args["ep_num_redundant_experts"] == 32
     prefill = parsed["host:production/h200-p01"]["args"]
     decode = parsed["host:production/h200-d01"]["args"]
     assert prefill["disaggregation_bootstrap_port"] == 8998 and prefill["deepep_mode"] == "normal"
-    assert (prefill["tensor_parallel_size"], prefill["dp_size"]) == (16, 16)
-    assert (decode["tensor_parallel_size"], decode["dp_size"]) == (32, 32)
+    assert (prefill["tensor_parallel_size"], prefill["data_parallel_size"]) == (16, 16)
+    assert (decode["tensor_parallel_size"], decode["data_parallel_size"]) == (32, 32)
     assert decode["deepep_mode"] == "low_latency"
     # server_args.py:1868-1873: a decode with dp > 1 starts only with it.
     assert decode["prefill_round_robin_balance"] is True
