@@ -76,6 +76,14 @@ def sglang_pd_topology(deployments: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def sglang_pd_unverified(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> list[str]:
+    """The hosts of a deployment that did not pass this run's verification (no result: it
+    failed or was unreachable earlier). The router's play holds only routers, so its own
+    play hosts say nothing of the servers'."""
+    return [host for host in hosts
+            if not (hostvars.get(host, {}).get("sglang_verify_result") or {}).get("passed")]
+
+
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs if ours is not None and theirs else None
 
@@ -141,6 +149,7 @@ class FilterModule:
         return {"sglang_pd_deployments": sglang_pd_deployments,
                 "sglang_pd_pool_of": sglang_pd_pool_of,
                 "sglang_pd_topology": sglang_pd_topology,
+                "sglang_pd_unverified": sglang_pd_unverified,
                 "sglang_benchmark_pd_per_node": sglang_benchmark_pd_per_node,
                 "sglang_benchmark_pd_runs": sglang_benchmark_pd_runs,
                 "sglang_benchmark_pd_markdown": sglang_benchmark_pd_markdown}

@@ -221,3 +221,9 @@ def test_the_topology_picture_draws_the_example_inventorys_pd_deployment(tmp_pat
     assert run.stdout.startswith("router router-kimi-pd (pd): prefill pool kimi_pd_prefill "
                                  "(1 server(s), 2 node(s)): kimi_pd_prefill_1 [h200-p01, h200-p02]")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_deployment_host_without_a_passing_verification_is_named():
+    hostvars = {"r1": {"sglang_verify_result": {"passed": True}},
+                "p1": {"sglang_verify_result": {"passed": False}}, "d1": {}}
+    assert pd.sglang_pd_unverified(["r1", "p1", "d1"], hostvars) == ["p1", "d1"]
