@@ -226,6 +226,15 @@ molecule-%: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(SMG_
   $(PROMETHEUS_REPO)
 	MITOGEN_STRATEGY_PLUGINS=$(MITOGEN_PLUGINS) tools/testbed/molecule-lanes 1 $*
 
+# molecule/fleet mounts SGLang's venv into its hosts (the group communication check's
+# torch). Under `make test`, which installs it in the background (SGLANG_VENV_PID), the
+# scenario waits for that install instead of starting a second one.
+.PHONY: sglang-venv-ready
+molecule molecule-fleet: sglang-venv-ready
+sglang-venv-ready:
+	@while [ -n "$(SGLANG_VENV_PID)" ] && kill -0 $(SGLANG_VENV_PID) 2>/dev/null; do sleep 5; done
+	@$(MAKE) --no-print-directory $(SGLANG_VENV)/.installed
+
 ## bench: converge timings, plan at fleet scale, evaluator overhead, weights staging (each prints a table)
 bench: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE)
 	python bench/converge

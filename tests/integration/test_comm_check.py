@@ -1,8 +1,8 @@
 """The group communication check for real: two ranks of files/sglang_comm_check.py, run
 with the real SGLang venv's interpreter (its torch), meet over loopback and run a GLOO
 all-reduce; a wrong interface and an unreachable node 0 fail within the bound, naming
-node, interface and port. (The demo fleet runs the same check between two test hosts,
-through serve.yml: tests/integration/test_demo.py.)"""
+node, interface and port. (Molecule's fleet runs the same check between test hosts,
+through serve.yml and playbooks/comm_check.yml: molecule/fleet/tests/test_comm_check.py.)"""
 import json
 import os
 import socket
