@@ -214,7 +214,7 @@ integration: bootstrap $(SGLANG_VENV)/.installed $(SIM_WHEEL)
 # Every scenario, longest first, MOLECULE_LANES at a time (logs: build/molecule-*.log);
 # molecule-<scenario> runs one. tests/unit/test_testbed.py checks that this list names
 # every scenario. fleet's second converge runs under Mitogen's strategy (the opt-in).
-SCENARIOS ?= fleet model_weights gpu_stack gates
+SCENARIOS ?= fleet model_weights gpu_stack pd gates
 MOLECULE_LANES ?= 2
 MITOGEN_PLUGINS = $$(tools/mitogen-env | sed -n 's/^export ANSIBLE_STRATEGY_PLUGINS=//p')
 molecule: bootstrap $(SIM_WHEEL) $(HUB_WHEELHOUSE) $(ROUTER_WHEELHOUSE) $(SMG_WHEELHOUSE) \

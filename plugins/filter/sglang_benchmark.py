@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.kimi_k2.sglang.plugins.filter.sglang_pd_ops import sglang_benchmark_pd_markdown
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_bench import PROFILE_FLAGS
 
 BACKENDS = ("sglang", "sglang-oai", "sglang-oai-chat")
@@ -194,6 +195,11 @@ def sglang_benchmark_report(hosts: list[str], hostvars: dict[str, Any], inventor
                          if verdict and not verdict.get("passed")
                          else "no benchmark result (unreachable or failed earlier)"})
             continue
+        if facts.get("through_router"):
+            # A prefill or decode server: benchmarked as its pair, through its router.
+            rows.append({**facts, "benchmarked": False, "passed": True, "runs": [],
+                         "why": facts["through_router"]})
+            continue
         runs = [_run_report(r, facts["variant"], facts.get("reference"))
                 for r in facts.get("runs", [])]
         benchmarked = not facts.get("skipped")
@@ -232,6 +238,8 @@ def sglang_benchmark_markdown(run: dict[str, Any], host: dict[str, Any]) -> str:
         ratio = "–" if row["ratio"] is None else f"{row['ratio']:.2f} ({row['better']} is better)"
         lines.append(f"| {row['label']} ({row['unit']}) | {_number(row['ours'])} | "
                      f"{_number(row['reference'])} | {ratio} |")
+    if run.get("pd"):  # through a prefill/decode router: the figures per node of each pool
+        lines += ["", sglang_benchmark_pd_markdown(run["pd"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

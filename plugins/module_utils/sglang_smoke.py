@@ -121,6 +121,12 @@ class Smoke:
         answer = self.endpoint.call("/health", auth=False)
         require(answer.status == 200, "HTTP 200", f"HTTP {answer.status}: {answer.text()}")
 
+    def check_health_generate(self):
+        # SGLang runs this probe inside the server (a prefill or decode half uses a fake
+        # bootstrap peer), so it shows the half generates without its router.
+        answer = self.endpoint.call("/health_generate", auth=False)
+        require(answer.status == 200, "HTTP 200", f"HTTP {answer.status}: {answer.text()}")
+
     def check_models(self):
         answer = self.endpoint.call("/v1/models")
         require(answer.status == 200, "HTTP 200", f"HTTP {answer.status}: {answer.text()}")
@@ -188,6 +194,11 @@ class Smoke:
         names = ["health", "models", "model_info"]
         if self.expect["api_key"]:
             names.append("auth")
+        if self.expect.get("disaggregation_mode"):
+            # A prefill or decode half generates only when its router pairs it with the
+            # other half: chats and tool calls are checked through the router.
+            return ["health", "health_generate"] + names[1:] + (
+                ["metrics"] if self.expect["metrics"] else [])
         names += ["chat", "chat_stream"]
         if self.expect["tool_calls"]:
             names += ["tool_call", "tool_call_stream", "tool_round_trip"]

@@ -10,6 +10,10 @@ description:
     with the published "15% of 240" prompt, reasoning/content separation by variant,
     tool calls (plain, streamed, and a tool-result round trip) and metrics.
   - Ranks >= 1 of a multi-node server get the health check only.
+  - A prefill or decode server of a disaggregated deployment (I(disaggregation_mode)) answers
+    generation only through its router, which pairs the two halves. It gets health, a
+    generation probe (C(/health_generate), which SGLang runs without a peer), the model
+    list and info, the API key and metrics. Its answers are checked through the router.
   - Reads only; changes nothing.
 options:
   base_url: {description: Endpoint URL, e.g. http://127.0.0.1:30000., type: str, required: true}
@@ -20,6 +24,11 @@ options:
   reasoning: {description: Expect reasoning_content apart from content (Thinking)., type: bool, required: true}
   tool_calls: {description: A tool-call parser is set; check tool calls., type: bool, required: true}
   metrics: {description: Metrics are enabled; check /metrics., type: bool, default: false}
+  disaggregation_mode:
+    description: The server's half of a disaggregated deployment; empty for a monolithic one.
+    type: str
+    default: ""
+    choices: ["", prefill, decode]
   timeout: {description: Seconds per request., type: float, default: 300}
 """
 
@@ -63,12 +72,14 @@ def main():
             "tool_calls": {"type": "bool", "required": True},
             "metrics": {"type": "bool", "default": False},
             "timeout": {"type": "float", "default": 300},
+            "disaggregation_mode": {"type": "str", "default": "",
+                                    "choices": ["", "prefill", "decode"]},
         },
         supports_check_mode=True,
     )
     p = module.params
     expect = {key: p[key] for key in ("served_model_name", "model_path", "rank", "reasoning",
-                                      "tool_calls", "metrics")}
+                                      "tool_calls", "metrics", "disaggregation_mode")}
     expect["api_key"] = bool(p["api_key"])
     checks = run_smoke(p["base_url"], p["api_key"], expect, p["timeout"])
     module.exit_json(changed=False, checks=checks, passed=all(c["passed"] for c in checks))

@@ -16,7 +16,7 @@ import yaml
 
 from runner import ROOT, play, task_results
 
-from sim_process import Sim  # noqa: E402  (tests/unit, on the path: pytest.ini)
+from sim_process import Sim, free_port  # noqa: E402  (tests/unit, on the path: pytest.ini)
 
 SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))
@@ -179,3 +179,87 @@ def test_bad_settings_fail_before_any_host_is_touched(tmp_path, assets):
                                      "and the dataset settings"))
     assert "nonesuch" in failed
     assert not (tmp_path / "verify-data").exists()
+
+
+def test_the_blog_workload_through_a_pd_router_reports_per_node_figures(tmp_path, assets):
+    """Issue 17: a prefill and a decode simulator behind the real sglang-router in PD mode.
+    benchmark.yml leaves both halves to the router (they generate only as a pair), runs
+    the blog's workload (2000 in / 100 out, fewer prompts) through it from the prefill
+    host, and reports input tok/s per prefill node and output tok/s per decode node beside
+    the blog's figures."""
+    gateway = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / "build/router-venv/bin/python"))
+    if not Path(gateway).exists():
+        pytest.fail(f"no sglang-router venv at {gateway}: run `make unit` (it builds it)")
+    env = {"SGLANG_SIM_GSM8K": str(SHARED_GSM8K / "test.jsonl"), "SGLANG_SIM_ACCURACY": "1.0",
+           "SGLANG_SIM_TTFT_MS": str(TTFT_MS), "SGLANG_SIM_ITL_MS": str(ITL_MS)}
+    base = ["--model-path", "moonshotai/Kimi-K2-Instruct", "--tp", "8", "--tool-call-parser",
+            "kimi_k2", "--enable-metrics", "--api-key", API_KEY, "--disaggregation-ib-device",
+            "mlx5_0"]
+    decode = Sim([*base, "--disaggregation-mode", "decode"], env=env, api_key=API_KEY)
+    bootstrap = free_port()
+    while abs(bootstrap - decode.port) < 1100:  # clear of the ports SGLang derives
+        bootstrap = free_port()
+    prefill = Sim([*base, "--disaggregation-mode", "prefill", "--disaggregation-bootstrap-port",
+                   str(bootstrap)], env=env, api_key=API_KEY)
+    while abs(bootstrap - prefill.port) < 1100:
+        prefill.stop()
+        prefill = Sim([*base, "--disaggregation-mode", "prefill",
+                       "--disaggregation-bootstrap-port", str(bootstrap)], env=env,
+                      api_key=API_KEY)
+    router_port = free_port()
+    log = (tmp_path / "gateway.log").open("wb")
+    router = subprocess.Popen(
+        [gateway, "-m", "sglang_router.launch_router", "--pd-disaggregation",
+         "--prefill", f"http://127.0.0.1:{prefill.port}", str(bootstrap),
+         "--decode", f"http://127.0.0.1:{decode.port}", "--api-key", API_KEY,
+         "--host", "127.0.0.1", "--port", str(router_port),
+         "--prometheus-port", str(free_port())], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        prefill.wait_ready()
+        decode.wait_ready()
+        inv = inventory(tmp_path, assets, [], sglang_benchmark_run=["pd-blog"],
+                        sglang_verify_gsm8k_questions=20, ansible_host="127.0.0.1",
+                        sglang_service_disaggregation_ib_devices=["mlx5_0"],
+                        sglang_benchmark_custom_profiles={"pd-blog": {
+                            "dataset": "random-ids", "random_input_len": 2000,
+                            "random_output_len": 100, "random_range_ratio": 1.0,
+                            "num_prompts": 16, "max_concurrency": 8}})
+        listing = yaml.safe_load((inv / "hosts.yml").read_text())
+        listing["all"]["children"] = {
+            "sglang_servers": {"children": {
+                "pd_prefill": {"hosts": {"pd-p": {"sglang_service_port": prefill.port}},
+                               "vars": {"sglang_service_disaggregation_mode": "prefill",
+                                        "sglang_service_disaggregation_bootstrap_port":
+                                            bootstrap}},
+                "pd_decode": {"hosts": {"pd-d": {"sglang_service_port": decode.port}},
+                              "vars": {"sglang_service_disaggregation_mode": "decode"}}}},
+            "sglang_routers": {"hosts": {"pd-r": {
+                "sglang_router_port": router_port, "sglang_router_api_key": API_KEY,
+                "sglang_router_server_group": "", "sglang_router_prefill_group": "pd_prefill",
+                "sglang_router_decode_group": "pd_decode"}}}}
+        (inv / "hosts.yml").write_text(yaml.safe_dump(listing))
+        run = play("playbooks/benchmark.yml", str(inv), tmp_path)
+    finally:
+        router.terminate()
+        router.wait(10)
+        prefill.stop()
+        decode.stop()
+    assert run.rc == 0, (tmp_path / "gateway.log").read_text()[-2000:]
+    out_dir, data = report(tmp_path)
+    hosts = {h["host"]: h for h in data["hosts"]}
+    assert data["passed"] and set(hosts) == {"pd-p", "pd-d", "pd-r"}
+    for half in ("pd-p", "pd-d"):
+        assert not hosts[half]["benchmarked"] and "through its PD router" in hosts[half]["why"]
+    [run_report] = hosts["pd-r"]["runs"]
+    metrics = run_report["metrics"]
+    assert metrics["completed"] == 16 and hosts["pd-r"]["runner"] == "pd-p"
+    assert metrics["total_input_tokens"] == 16 * 2000
+    rows = {r["key"]: r for r in run_report["pd"]["rows"]}
+    # One node per pool: per node is the whole figure, beside the blog's.
+    assert rows["prefill_input_per_node"]["ours"] == pytest.approx(metrics["input_throughput"])
+    assert rows["decode_output_per_node"]["ours"] == pytest.approx(metrics["output_throughput"])
+    assert rows["prefill_input_per_node"]["reference"] == 56000
+    assert rows["decode_output_per_node"]["ratio"] == pytest.approx(
+        metrics["output_throughput"] / 24000)
+    text = (out_dir / "pd-r-pd-blog.md").read_text()
+    assert "| Prefill: input tok/s per prefill node |" in text and "24,000.00" in text

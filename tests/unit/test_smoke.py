@@ -5,7 +5,7 @@ import pytest
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_smoke
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.sglang_client import parse_sse
-from sim_process import Sim
+from sim_process import Sim, free_port
 
 THINKING = ["--model-path", "moonshotai/Kimi-K2-Thinking", "--reasoning-parser", "kimi_k2",
             "--tool-call-parser", "kimi_k2", "--enable-metrics"]
@@ -106,3 +106,20 @@ def test_failures_are_truncated_and_redacted():
 def test_a_dead_endpoint_fails_with_the_transport_error():
     checks = sglang_smoke.run_smoke("http://127.0.0.1:9", "", expect("m", False), 2)
     assert not checks[0]["passed"] and "TransportError" in checks[0]["got"]
+
+
+@pytest.mark.parametrize("mode", ["prefill", "decode"])
+def test_a_pd_half_gets_the_checks_it_can_answer_without_its_router(mode):
+    """A prefill or decode half generates only when the router pairs it (a chat sent to
+    the decode half alone fails its handshake): health, the in-server generation probe,
+    the model list and info, the key and metrics; its answers are checked through the
+    router (verify.yml)."""
+    argv = [*INSTRUCT, "--enable-metrics", "--disaggregation-mode", mode]
+    if mode == "prefill":
+        argv += ["--disaggregation-bootstrap-port", str(free_port())]
+    exp = {**expect("moonshotai/Kimi-K2-Instruct", False, metrics=True),
+           "disaggregation_mode": mode}
+    checks = run(argv, exp)
+    assert list(checks) == ["health", "health_generate", "models", "model_info", "auth",
+                            "metrics"]
+    assert all(c["passed"] for c in checks.values()), checks

@@ -1,0 +1,241 @@
+"""The PD deployment after converge: the router in PD mode with both kinds of workers, the
+converge's verify report (through the router, and each pool's health), a second converge
+that changes nothing, the topology status.yml shows, the decode pool rolled under traffic
+with zero failed requests, and a killed prefill process that restarts and serves again.
+Runs from verify.yml.
+
+pd-1: the prefill server (pool pd_prefill) and sglang-router 0.3.2 in PD mode (inventory
+host pd-router); pd-2 and pd-3: the decode pool (pd_decode), one server each.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+# The directory: Molecule's generated file plus the linked group_vars and the pools' file.
+INVENTORY = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+KEY = "demo-key-not-a-secret"
+MODEL = "moonshotai/Kimi-K2-Instruct"
+ROUTER_PORT = 30080
+PREFILL, DECODE = ["pd-1"], ["pd-2", "pd-3"]
+SERVERS = PREFILL + DECODE
+BOOTSTRAP_PORT = 8998
+
+
+def playbook(*names: str, options: tuple[str, ...] = (), extra: dict | str | None = None
+             ) -> subprocess.CompletedProcess:
+    """Run the toolkit's playbooks NAMES, in order, in one ansible-playbook call."""
+    argv = ["ansible-playbook", "-i", INVENTORY,
+            *(str(PROJECT / "playbooks" / name) for name in names), *options]
+    if extra:
+        argv += ["-e", extra if isinstance(extra, str) else json.dumps(extra)]
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=900)
+
+
+def ok(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, run.stdout[-6000:]
+
+
+def changed_per_host(run: subprocess.CompletedProcess) -> dict[str, int]:
+    return {host: int(n) for host, n in
+            re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.MULTILINE)}
+
+
+def sh(host: str, command: str) -> str:
+    return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
+                          capture_output=True, text=True).stdout
+
+
+@functools.cache
+def address(host: str) -> str:
+    out = subprocess.run(["podman", "inspect", "-f",
+                          "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host],
+                         check=True, capture_output=True, text=True).stdout
+    return out.strip()
+
+
+def started(host: str) -> int:
+    """When sglang.service last entered 'active' (monotonic µs): changes on every restart."""
+    return int(sh(host, "systemctl show sglang.service -p ActiveEnterTimestampMonotonic --value"))
+
+
+def unit(host: str) -> str:
+    return sh(host, "cat /etc/systemd/system/sglang.service")
+
+
+def healthy(host: str) -> bool:
+    return sh(host, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:30000/health || true") == "200"
+
+
+def router(path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{address('pd-1')}:{ROUTER_PORT}{path}", data=data,
+                                 headers={"Authorization": f"Bearer {KEY}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+
+
+def chat() -> int | str:
+    try:
+        return router("/v1/chat/completions", {
+            "model": MODEL, "max_tokens": 16,
+            "messages": [{"role": "user", "content": "What is 6 times 7?"}]})[0]
+    except OSError as exc:  # refused or reset: a failed request all the same
+        return type(exc).__name__
+
+
+class Traffic:
+    """Chat requests through the PD router from 4 threads, each ~4 a second, until stopped
+    (bounded: 15 min). Each request goes to a prefill and a decode server at once; a decode
+    server out of the router or restarting while it still got requests would fail some."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int | str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(4)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 900
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.statuses.append(chat())
+            time.sleep(0.25)
+
+    def __enter__(self) -> "Traffic":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    @property
+    def failed(self) -> list:
+        return [s for s in self.statuses if s != 200]
+
+
+def latest_report(pattern: str, key: str, name: str) -> dict:
+    """The newest report of this scenario that names NAME, from the scenario's own report
+    folder (inventory/hosts.yml: Molecule names every scenario's inventory `inventory`)."""
+    for path in sorted((PROJECT / "reports" / "molecule-pd" / Path(INVENTORY).name).glob(pattern),
+                       reverse=True):
+        data = json.loads(path.read_text())
+        if name in {row.get(key) for row in data.get("hosts", data.get("groups", []))}:
+            return data
+    raise AssertionError(f"no {pattern} names {name}")
+
+
+def test_each_server_runs_its_half_of_the_inventorys_command():
+    prefill = unit("pd-1")
+    assert "--disaggregation-mode prefill" in prefill
+    assert f"--disaggregation-bootstrap-port {BOOTSTRAP_PORT}" in prefill
+    assert "--disaggregation-ib-device mlx5_0" in prefill
+    for host in DECODE:
+        text = unit(host)
+        assert "--disaggregation-mode decode" in text and "bootstrap-port" not in text
+    # The prefill's bootstrap server listens, where the decode side will ask for the KV.
+    assert sh("pd-1", f"curl -s -o /dev/null -w '%{{http_code}}' "
+                      f"http://127.0.0.1:{BOOTSTRAP_PORT}/health") == "200"
+
+
+def test_the_router_runs_in_pd_mode_with_both_kinds_of_workers():
+    unit_text = sh("pd-1", "systemctl cat sglang-router.service")
+    assert "--pd-disaggregation" in unit_text, unit_text
+    assert sh("pd-1", "systemctl is-active sglang-router.service").strip() == "active"
+    assert KEY not in sh("pd-1", "ps -eo args") and KEY not in unit_text
+    status, listing = router("/workers")
+    assert status == 200, listing
+    text = json.dumps(listing)
+    for host in SERVERS:
+        assert f"http://{host}:30000" in text, listing
+    assert chat() == 200
+
+
+def test_the_converges_verify_checked_the_router_and_each_pools_health():
+    rows = {row["host"]: row
+            for row in latest_report("*/report.json", "host", "pd-router")["hosts"]}
+    through = rows["pd-router"]
+    assert through["passed"], through["problems"]
+    assert through["smoke_passed"] == through["smoke_total"] >= 9
+    assert through["gsm8k"]["questions"] == 200 and through["gsm8k"]["accuracy"] == 1.0
+    for host in SERVERS:
+        row = rows[host]
+        assert row["passed"] and row["gsm8k"] is None, row["problems"]
+        assert [c["name"] for c in row["smoke"]][:2] == ["health", "health_generate"]
+
+
+def test_a_second_converge_changes_nothing():
+    before = {host: started(host) for host in SERVERS}
+    run = playbook("serve.yml", "router.yml")
+    ok(run)
+    changed = changed_per_host(run)
+    assert set(changed) >= {*SERVERS, "pd-router"}, run.stdout[-4000:]
+    assert {h: n for h, n in changed.items() if n} == {}, run.stdout[-6000:]
+    assert {host: started(host) for host in SERVERS} == before
+
+
+def test_status_shows_the_topology():
+    run = playbook("status.yml")
+    ok(run)
+    assert ("router pd-router (pd): prefill pool pd_prefill (1 server(s), 1 node(s)): pd-1 [pd-1]; "
+            "decode pool pd_decode (2 server(s), 2 node(s)): pd-2 [pd-2], pd-3 [pd-3]"
+            ) in " ".join(run.stdout.split()), run.stdout[-3000:]
+
+
+def test_the_decode_pool_rolls_one_server_at_a_time_with_zero_failed_requests():
+    before = {host: started(host) for host in SERVERS}
+    with Traffic() as traffic:
+        run = playbook("rollout.yml", extra="sglang_service_max_running_requests="
+                                            "{{ 48 if 'pd_decode' in group_names else none }}")
+        time.sleep(2)
+    ok(run)
+    assert len(traffic.statuses) > 50 and traffic.failed == [], (
+        len(traffic.statuses), traffic.failed[:10])
+    for host in DECODE:
+        assert started(host) > before[host], f"{host} did not restart"
+        assert "--max-running-requests 48" in unit(host)
+    assert started("pd-1") == before["pd-1"], "the prefill server must not restart"
+    # One decode server at a time: pd-3 restarted only after pd-2 was back and gated.
+    assert started("pd-3") > started("pd-2")
+    assert "pd-2: rolled. pd-3: rolled." in run.stdout
+    # Each decode server's gate ran the whole GSM8K gate: through the router, the only way
+    # a decode half answers.
+    rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", "pd-2")["groups"]}
+    for host in DECODE:
+        assert rows[host]["gsm8k"]["questions"] == 200 and rows[host]["gsm8k"]["passed"], rows
+    assert rows["pd-1"]["status"] == "unchanged"
+    # Both are the router's decode workers again.
+    assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
+
+
+def test_a_killed_prefill_process_is_restarted_and_the_router_serves_again():
+    before = started("pd-1")
+    sh("pd-1", "systemctl kill --signal=SIGKILL sglang.service")
+    # Detected: systemd restarts the service (Restart=on-failure), health comes back.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if started("pd-1") > before and healthy("pd-1"):
+            break
+        time.sleep(2)
+    assert started("pd-1") > before, "the prefill service was not restarted"
+    assert healthy("pd-1")
+    # The router serves again once its health check finds the prefill back.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and chat() != 200:
+        time.sleep(2)
+    assert [chat() for _ in range(5)] == [200] * 5
