@@ -568,9 +568,9 @@ def test_launcher_reads_files_and_starts_the_router_in_process(tmp_path, monkeyp
                        "worker_urls": [W1, W2]}
 
 
-def test_launcher_starts_smg_when_asked(tmp_path, monkeypatch):
-    (tmp_path / "key").write_text(KEY + "\n")
-    (tmp_path / "workers").write_text(f"{W1}\n")
+def fake_smg_entry(monkeypatch):
+    """smg's launch_router module, faked: what the launcher starts it with lands in the
+    returned dict."""
     started = {}
     entry = types.ModuleType("smg.launch_router")
     entry.parse_router_args = lambda flags: types.SimpleNamespace(flags=flags, api_key=None,
@@ -578,6 +578,13 @@ def test_launcher_starts_smg_when_asked(tmp_path, monkeypatch):
     entry.launch_router = lambda args: started.update(vars(args))
     monkeypatch.setitem(sys.modules, "smg", types.ModuleType("smg"))
     monkeypatch.setitem(sys.modules, "smg.launch_router", entry)
+    return started
+
+
+def test_launcher_starts_smg_when_asked(tmp_path, monkeypatch):
+    (tmp_path / "key").write_text(KEY + "\n")
+    (tmp_path / "workers").write_text(f"{W1}\n")
+    started = fake_smg_entry(monkeypatch)
     launcher.main(["--package", "smg", "--api-key-file", str(tmp_path / "key"),
                    "--worker-urls-file", str(tmp_path / "workers"), "--", "--port", "1"])
     assert started == {"flags": ["--port", "1"], "api_key": KEY, "worker_urls": [W1]}

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-import types
 import urllib.error
 import urllib.request
 
@@ -25,7 +23,7 @@ from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_route
 from conftest import ROOT
 from sim_process import SIM_SRC, Sim, free_port
 from test_sglang_router import (GATEWAY_PYTHONS, KEY, LAUNCHER, SMG, _installed, endpoint,
-                                launcher, settings)
+                                fake_smg_entry, launcher, settings)
 
 MODEL = ["--model-path", "moonshotai/Kimi-K2-Instruct", "--tp-size", "8",
          "--tool-call-parser", "kimi_k2", "--api-key", KEY]
@@ -199,17 +197,6 @@ def test_launcher_refuses_a_worker_line_it_cannot_read(tmp_path, content, messag
         launcher.read_workers(str(tmp_path / "workers"))
 
 
-def _fake_gateway(monkeypatch):
-    started = {}
-    entry = types.ModuleType("smg.launch_router")
-    entry.parse_router_args = lambda flags: types.SimpleNamespace(flags=flags, api_key=None,
-                                                                  worker_urls=[])
-    entry.launch_router = lambda args: started.update(vars(args))
-    monkeypatch.setitem(sys.modules, "smg", types.ModuleType("smg"))
-    monkeypatch.setitem(sys.modules, "smg.launch_router", entry)
-    return started
-
-
 def _launch(tmp_path, workers, flags):
     (tmp_path / "key").write_text(KEY + "\n")
     (tmp_path / "workers").write_text(workers)
@@ -218,7 +205,7 @@ def _launch(tmp_path, workers, flags):
 
 
 def test_launcher_hands_pd_workers_to_the_gateways_parser(tmp_path, monkeypatch):
-    started = _fake_gateway(monkeypatch)
+    started = fake_smg_entry(monkeypatch)
     _launch(tmp_path, "prefill http://p:1 8998\ndecode http://d:1\n",
             ["--pd-disaggregation", "--port", "1"])
     assert started == {"flags": ["--pd-disaggregation", "--port", "1", "--prefill", "http://p:1",
@@ -232,7 +219,7 @@ def test_launcher_hands_pd_workers_to_the_gateways_parser(tmp_path, monkeypatch)
 ])
 def test_launcher_refuses_workers_of_the_other_mode(tmp_path, monkeypatch, workers, flags,
                                                     message):
-    started = _fake_gateway(monkeypatch)
+    started = fake_smg_entry(monkeypatch)
     with pytest.raises(SystemExit, match=message):
         _launch(tmp_path, workers, flags)
     assert started == {}
