@@ -5,7 +5,6 @@ node, interface and port. (Molecule's fleet runs the same check between test hos
 through serve.yml and playbooks/comm_check.yml: molecule/fleet/tests/test_comm_check.py.)"""
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner import ROOT
+from sim_process import free_port  # tests/unit, on the path: pytest.ini
 
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))
 SCRIPT = ROOT / "roles" / "sglang_service" / "files" / "sglang_comm_check.py"
@@ -22,12 +22,6 @@ SCRIPT = ROOT / "roles" / "sglang_service" / "files" / "sglang_comm_check.py"
 def sglang_venv():
     if not Path(SGLANG_PYTHON).exists():
         pytest.fail(f"no SGLang venv at {SGLANG_PYTHON}: run `make conformance`")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank(node, number, port, interface, timeout=30, world=2):

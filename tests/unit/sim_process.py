@@ -14,10 +14,25 @@ from pathlib import Path
 SIM_SRC = Path(__file__).resolve().parents[2] / "tools" / "sglang_sim" / "src"
 
 
+# Each pytest-xdist worker takes ports from a block of its own, below the kernel's
+# ephemeral range (32768-60999 on Linux): a port the kernel picks for bind(0) can be picked
+# again for another worker, or as an outgoing connection's source port, before the server
+# meant for it binds it (two workers once had a fake server answer a simulator's requests).
+PORT_BLOCK = 1000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+_next_ports = iter(range(20000 + _WORKER * PORT_BLOCK, 20000 + (_WORKER + 1) * PORT_BLOCK))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on and no other worker will be given."""
+    for port in _next_ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken by something outside the tests
+            return port
+    raise RuntimeError(f"worker {_WORKER} used all {PORT_BLOCK} of its ports")
 
 
 class Sim:
