@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 import sys
 import urllib.error
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from traffic import Traffic  # tests/lib, on the path: pytest.ini
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 # The directory: Molecule's generated file plus the linked group_vars and router host.
@@ -109,43 +109,9 @@ def ok(run: subprocess.CompletedProcess) -> None:
     assert run.returncode == 0, run.stdout[-6000:]
 
 
-class Traffic:
-    """Chat requests through the router from 4 threads, each ~4 a second, until stopped
-    (bounded: 20 min). A group out of the router or restarting for even half a second
-    would fail some of them; a faster stream only costs the two test cores."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port  # fleet-1's own server instead of the router
-        self.statuses: list[int | str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run) for _ in range(4)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 1200
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                status, _ = router("/v1/chat/completions", {
-                    "model": "moonshotai/Kimi-K2-Instruct", "max_tokens": 16,
-                    "messages": [{"role": "user", "content": "What is 6 times 7?"}]},
-                    self.port)
-            except OSError as exc:  # refused or reset: a failed request all the same
-                status = type(exc).__name__
-            self.statuses.append(status)
-            time.sleep(0.25)
-
-    def __enter__(self) -> "Traffic":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-    @property
-    def failed(self) -> list:
-        return [s for s in self.statuses if s != 200]
+def fleet_traffic(port: int | None = None) -> Traffic:
+    """Traffic to the router on fleet-1 (or, with port, to another server there)."""
+    return Traffic(f"http://{address('fleet-1')}:{port or ROUTER_PORT}", KEY)
 
 
 def test_the_router_has_every_group_rank_0_as_a_healthy_worker():
@@ -340,7 +306,7 @@ def test_a_dry_run_shows_which_groups_would_change_and_touches_nothing():
 
 def test_a_flag_rolls_group_by_group_with_zero_failed_requests():
     before = {h: started(h) for pair in PAIRS.values() for h in pair}
-    with Traffic() as traffic:
+    with fleet_traffic() as traffic:
         run = playbook("rollout.yml", extra={"sglang_service_max_running_requests": 48})
         time.sleep(2)
     ok(run)
@@ -466,7 +432,7 @@ def test_every_fleet_server_and_router_dashboard_query_returns_data():
     runs it against a stand-in exporter."""
     sys.path.insert(0, str(PROJECT / "collections"))
     from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_monitoring as mon
-    with Traffic():
+    with fleet_traffic():
         time.sleep(4)  # some requests for the rates
         boards = {uid: board for uid, board in mon.sglang_monitoring_dashboards().items()
                   if uid != "sglang-gpus"}
@@ -517,7 +483,7 @@ def test_a_slowed_server_fires_the_latency_alert():
         assert not firing("SGLangTTFTAboveObjective", "kimi_demo_pair1")
         # Straight to the slowed server: through the router, the share of requests pair1
         # gets while it rejoins depends on the gateway's health checks and a loaded machine.
-        with Traffic(port=30000):
+        with fleet_traffic(port=30000):
             wait_for(lambda: firing("SGLangTTFTAboveObjective", "kimi_demo_pair1"), 90,
                      "SGLangTTFTAboveObjective firing for kimi_demo_pair1")
             # Prometheus hands it to Alertmanager, where receivers would pick it up.
@@ -582,7 +548,7 @@ def test_an_upgrade_to_sglang_0_5_23_rolls_group_by_group_with_zero_failed_reque
     builds the new venv beside the old, renders the unit for 0.5.23, restarts, smoke- and
     GSM8K-checks and re-adds it, under client traffic."""
     before = {h: started(h) for h in SERVERS}
-    with Traffic() as traffic:
+    with fleet_traffic() as traffic:
         run = playbook("rollout.yml", extra={"sglang_version": NEW})
         time.sleep(2)
     ok(run)

@@ -14,11 +14,12 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from traffic import Traffic, chat  # tests/lib, on the path: pytest.ini
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 # The directory: Molecule's generated file plus the linked group_vars and the pools' file.
@@ -77,9 +78,13 @@ def healthy(host: str) -> bool:
     return sh(host, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:30000/health || true") == "200"
 
 
+def router_url() -> str:
+    return f"http://{address('pd-1')}:{ROUTER_PORT}"
+
+
 def router(path: str, body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{address('pd-1')}:{ROUTER_PORT}{path}", data=data,
+    req = urllib.request.Request(f"{router_url()}{path}", data=data,
                                  headers={"Authorization": f"Bearer {KEY}",
                                           "Content-Type": "application/json"})
     try:
@@ -89,44 +94,8 @@ def router(path: str, body: dict | None = None) -> tuple[int, dict]:
         return err.code, {}
 
 
-def chat() -> int | str:
-    try:
-        return router("/v1/chat/completions", {
-            "model": MODEL, "max_tokens": 16,
-            "messages": [{"role": "user", "content": "What is 6 times 7?"}]})[0]
-    except OSError as exc:  # refused or reset: a failed request all the same
-        return type(exc).__name__
-
-
-class Traffic:
-    """Chat requests through the PD router from 4 threads, each ~4 a second, until stopped
-    (bounded: 15 min). Each request goes to a prefill and a decode server at once; a decode
-    server out of the router or restarting while it still got requests would fail some."""
-
-    def __init__(self) -> None:
-        self.statuses: list[int | str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run) for _ in range(4)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 900
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            self.statuses.append(chat())
-            time.sleep(0.25)
-
-    def __enter__(self) -> "Traffic":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-    @property
-    def failed(self) -> list:
-        return [s for s in self.statuses if s != 200]
+def chat_once() -> int | str:
+    return chat(router_url(), KEY)
 
 
 def latest_report(pattern: str, key: str, name: str) -> dict:
@@ -163,7 +132,7 @@ def test_the_router_runs_in_pd_mode_with_both_kinds_of_workers():
     text = json.dumps(listing)
     for host in SERVERS:
         assert f"http://{host}:30000" in text, listing
-    assert chat() == 200
+    assert chat_once() == 200
 
 
 def test_the_converges_verify_checked_the_router_and_each_pools_health():
@@ -199,7 +168,7 @@ def test_status_shows_the_topology():
 
 def test_the_decode_pool_rolls_one_server_at_a_time_with_zero_failed_requests():
     before = {host: started(host) for host in SERVERS}
-    with Traffic() as traffic:
+    with Traffic(router_url(), KEY) as traffic:
         run = playbook("rollout.yml", extra="sglang_service_max_running_requests="
                                             "{{ 48 if 'pd_decode' in group_names else none }}")
         time.sleep(2)
@@ -236,6 +205,6 @@ def test_a_killed_prefill_process_is_restarted_and_the_router_serves_again():
     assert healthy("pd-1")
     # The router serves again once its health check finds the prefill back.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and chat() != 200:
+    while time.monotonic() < deadline and chat_once() != 200:
         time.sleep(2)
-    assert [chat() for _ in range(5)] == [200] * 5
+    assert [chat_once() for _ in range(5)] == [200] * 5
