@@ -1,4 +1,5 @@
-"""Steady chat traffic while a test changes the servers behind it (Molecule's fleet and pd)."""
+"""Requests to the servers under test, and steady chat traffic while a test changes the
+servers behind it (Molecule's fleet and pd)."""
 from __future__ import annotations
 
 import json
@@ -11,18 +12,23 @@ QUESTION = {"model": "moonshotai/Kimi-K2-Instruct", "max_tokens": 16,
             "messages": [{"role": "user", "content": "What is 6 times 7?"}]}
 
 
-def chat(url: str, key: str) -> int | str:
-    """One chat completion: its HTTP status, or the error's name when the connection was
-    refused or reset (a failed request all the same)."""
-    req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(QUESTION).encode(),
-                                 headers={"Authorization": f"Bearer {key}",
-                                          "Content-Type": "application/json"})
+def request(url: str, key: str, body: dict | None = None) -> tuple[int, dict]:
+    """One request with the API key (a POST when there is a body): status and JSON body."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Authorization": f"Bearer {key}",
+                                                          "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            resp.read()
-            return resp.status
+            return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
-        return err.code
+        return err.code, {}
+
+
+def chat(url: str, key: str) -> int | str:
+    """One chat completion at server URL: its HTTP status, or the error's name when the
+    connection was refused or reset (a failed request all the same)."""
+    try:
+        return request(f"{url}/v1/chat/completions", key, QUESTION)[0]
     except OSError as exc:
         reason = getattr(exc, "reason", exc)  # urlopen wraps what the socket raised
         return type(reason if isinstance(reason, Exception) else exc).__name__

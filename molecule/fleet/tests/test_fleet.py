@@ -8,7 +8,6 @@ fleet-router); the last test switches it to sglang-router 0.3.2, so both gateway
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -22,11 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from traffic import Traffic  # tests/lib, on the path: pytest.ini
+from scenario import (INVENTORY, PROJECT, address, changed_per_host, healthy, ok,  # tests/lib
+                      playbook, sh, started, unit)
+from traffic import Traffic, request  # tests/lib, on the path: pytest.ini
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-# The directory: Molecule's generated file plus the linked group_vars and router host.
-INVENTORY = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 KEY = "demo-key-not-a-secret"
 ROUTER_PORT = 30080
 PAIRS = {"kimi_demo_pair1": ["fleet-1", "fleet-2"], "kimi_demo_pair2": ["fleet-3", "fleet-4"]}
@@ -46,67 +44,9 @@ VENV_OLD, VENV_NEW = (f"/opt/sglang/venvs/sglang-sim-0.1.0-as-{v}" for v in (OLD
 KILLED_AT: dict[str, float] = {}  # host -> when its rank was killed (epoch seconds)
 
 
-def playbook(*names: str, options: tuple[str, ...] = (), extra: dict | str | None = None,
-             env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the toolkit's playbooks NAMES, in order, in one ansible-playbook call."""
-    argv = ["ansible-playbook", "-i", INVENTORY,
-            *(str(PROJECT / "playbooks" / name) for name in names), *options]
-    if extra:
-        argv += ["-e", extra if isinstance(extra, str) else json.dumps(extra)]
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=1500, env={**os.environ, **(env or {})})
-
-
-def changed_per_host(run: subprocess.CompletedProcess) -> dict[str, int]:
-    """The recap's changed count per host."""
-    return {host: int(n) for host, n in
-            re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.MULTILINE)}
-
-
-def sh(host: str, command: str) -> str:
-    return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
-                          capture_output=True, text=True).stdout
-
-
-@functools.cache
-def address(host: str) -> str:
-    """The container's address: fixed for the scenario's life (each request would otherwise
-    spend a `podman inspect`, which under Traffic kept a CPU busy)."""
-    out = subprocess.run(["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                          host], check=True, capture_output=True, text=True).stdout
-    return out.strip()
-
-
-def started(host: str) -> int:
-    """When sglang.service last entered 'active' (monotonic µs): changes on every restart."""
-    out = sh(host, "systemctl show sglang.service -p ActiveEnterTimestampMonotonic --value")
-    return int(out.strip())
-
-
-def unit(host: str) -> str:
-    return sh(host, "cat /etc/systemd/system/sglang.service")
-
-
-def healthy(host: str) -> bool:
-    return sh(host, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:30000/health || true") == "200"
-
-
 def router(path: str, body: dict | None = None, port: int | None = None) -> tuple[int, dict]:
     """A request to the router on fleet-1 (or, with port, to another server there)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{address('fleet-1')}:{port or ROUTER_PORT}{path}",
-                                 data=data,
-                                 headers={"Authorization": f"Bearer {KEY}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, {}
-
-
-def ok(run: subprocess.CompletedProcess) -> None:
-    assert run.returncode == 0, run.stdout[-6000:]
+    return request(f"http://{address('fleet-1')}:{port or ROUTER_PORT}{path}", KEY, body)
 
 
 def fleet_traffic(port: int | None = None) -> Traffic:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scenario import ok, sh  # tests/lib, on the path: pytest.ini
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 MODEL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "test-model"
@@ -43,11 +44,6 @@ def stage(*extra_vars: str, limit: str | None = None) -> subprocess.CompletedPro
                           stderr=subprocess.STDOUT, text=True, timeout=900)
 
 
-def sh(host: str, command: str) -> str:
-    return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
-                          capture_output=True, text=True).stdout
-
-
 def source_digests() -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(MODEL.iterdir()) if p.is_file()}
@@ -65,10 +61,6 @@ def hub_requests(port: int = 8080) -> list[dict]:
 
 def body_bytes(requests: list[dict]) -> int:
     return sum(r["bytes_sent"] for r in requests if r["method"] == "GET")
-
-
-def ok(run: subprocess.CompletedProcess) -> None:
-    assert run.returncode == 0, run.stdout[-6000:]
 
 
 def marker(host: str, copy: str = COPY) -> dict:

@@ -9,21 +9,14 @@ host pd-router); pd-2 and pd-3: the decode pool (pd_decode), one server each.
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
-import re
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from traffic import Traffic, chat  # tests/lib, on the path: pytest.ini
+from scenario import (INVENTORY, PROJECT, address, changed_per_host, healthy, ok,  # tests/lib
+                      playbook, sh, started, unit)
+from traffic import Traffic, chat, request  # tests/lib, on the path: pytest.ini
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-# The directory: Molecule's generated file plus the linked group_vars and the pools' file.
-INVENTORY = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 KEY = "demo-key-not-a-secret"
 MODEL = "moonshotai/Kimi-K2-Instruct"
 ROUTER_PORT = 30080
@@ -32,66 +25,12 @@ SERVERS = PREFILL + DECODE
 BOOTSTRAP_PORT = 8998
 
 
-def playbook(*names: str, options: tuple[str, ...] = (), extra: dict | str | None = None
-             ) -> subprocess.CompletedProcess:
-    """Run the toolkit's playbooks NAMES, in order, in one ansible-playbook call."""
-    argv = ["ansible-playbook", "-i", INVENTORY,
-            *(str(PROJECT / "playbooks" / name) for name in names), *options]
-    if extra:
-        argv += ["-e", extra if isinstance(extra, str) else json.dumps(extra)]
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=900)
-
-
-def ok(run: subprocess.CompletedProcess) -> None:
-    assert run.returncode == 0, run.stdout[-6000:]
-
-
-def changed_per_host(run: subprocess.CompletedProcess) -> dict[str, int]:
-    return {host: int(n) for host, n in
-            re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.MULTILINE)}
-
-
-def sh(host: str, command: str) -> str:
-    return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
-                          capture_output=True, text=True).stdout
-
-
-@functools.cache
-def address(host: str) -> str:
-    out = subprocess.run(["podman", "inspect", "-f",
-                          "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host],
-                         check=True, capture_output=True, text=True).stdout
-    return out.strip()
-
-
-def started(host: str) -> int:
-    """When sglang.service last entered 'active' (monotonic µs): changes on every restart."""
-    return int(sh(host, "systemctl show sglang.service -p ActiveEnterTimestampMonotonic --value"))
-
-
-def unit(host: str) -> str:
-    return sh(host, "cat /etc/systemd/system/sglang.service")
-
-
-def healthy(host: str) -> bool:
-    return sh(host, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:30000/health || true") == "200"
-
-
 def router_url() -> str:
     return f"http://{address('pd-1')}:{ROUTER_PORT}"
 
 
 def router(path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{router_url()}{path}", data=data,
-                                 headers={"Authorization": f"Bearer {KEY}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, {}
+    return request(f"{router_url()}{path}", KEY, body)
 
 
 def chat_once() -> int | str:
