@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -14,13 +15,17 @@ from pathlib import Path
 SIM_SRC = Path(__file__).resolve().parents[2] / "tools" / "sglang_sim" / "src"
 
 
-# Each pytest-xdist worker takes ports from a block of its own, below the kernel's
-# ephemeral range (32768-60999 on Linux): a port the kernel picks for bind(0) can be picked
-# again for another worker, or as an outgoing connection's source port, before the server
-# meant for it binds it (two workers once had a fake server answer a simulator's requests).
-PORT_BLOCK = 1000
+# Each pytest-xdist worker takes ports of its own, below the kernel's ephemeral range
+# (32768-60999 on Linux): a port the kernel picks for bind(0) can be picked again for
+# another worker, or as an outgoing connection's source port, before the server meant for
+# it binds it (two workers once had a fake server answer a simulator's requests). Worker N
+# of W gets the ports that leave N when divided by W, in random order (some tests want
+# two ports far apart: SGLang derives ports from --port), and never one twice.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-_next_ports = iter(range(20000 + _WORKER * PORT_BLOCK, 20000 + (_WORKER + 1) * PORT_BLOCK))
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_PORTS = list(range(10000 + _WORKER, 32768, _WORKERS))
+random.shuffle(_PORTS)
+_next_ports = iter(_PORTS)
 
 
 def free_port() -> int:
@@ -32,7 +37,7 @@ def free_port() -> int:
             except OSError:
                 continue  # taken by something outside the tests
             return port
-    raise RuntimeError(f"worker {_WORKER} used all {PORT_BLOCK} of its ports")
+    raise RuntimeError(f"worker {_WORKER} used all {len(_PORTS)} of its ports")
 
 
 class Sim:
