@@ -193,7 +193,7 @@ collection: $(VENV)/.installed
 # The real gateways' tests (marked real_router) run against venvs of the pinned wheels.
 # Three workers, a module each at a time (a module's servers are its fixtures'): the tests
 # mostly wait on servers starting (a real gateway: 5-12 s), 247 s in one process, 93 s in
-# three. Each worker takes ports from a block of its own (tests/unit/sim_process.py).
+# three. Each worker takes ports no other is given (tests/unit/sim_process.py).
 unit: $(VENV)/.installed $(PROMTOOL) $(ROUTER_VENV) $(SMG_VENV)
 	SGLANG_ROUTER_PYTHON=$(CURDIR)/build/router-venv/bin/python \
 	  SMG_PYTHON=$(CURDIR)/build/smg-venv/bin/python \
