@@ -1,7 +1,8 @@
 """The PD deployment after converge: the router in PD mode with both kinds of workers, the
 converge's verify report (through the router, and each pool's health), a second converge
 that changes nothing, the topology status.yml shows, the decode pool rolled under traffic
-with zero failed requests, and a killed prefill process that restarts and serves again.
+with zero failed requests, a decode rollout that fails its gate (rolled back, stopped,
+still zero failed requests), and a killed prefill process that restarts and serves again.
 Runs from verify.yml.
 
 pd-1: the prefill server (pool pd_prefill) and sglang-router 0.3.2 in PD mode (inventory
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+
+import yaml
 
 from scenario import (INVENTORY, PROJECT, address, changed_per_host, healthy, ok,  # tests/lib
                       playbook, sh, started, unit)
@@ -128,6 +131,37 @@ def test_the_decode_pool_rolls_one_server_at_a_time_with_zero_failed_requests():
         assert rows[host]["gsm8k"]["questions"] == 200 and rows[host]["gsm8k"]["passed"], rows
     assert rows["pd-1"]["status"] == "unchanged"
     # Both are the router's decode workers again.
+    assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
+
+
+def test_a_decode_rollout_that_fails_its_gate_rolls_back_its_first_server_and_stops():
+    """The decode pool rolled to servers that answer GSM8K right 30% of the time (below the
+    0.93 gate; in PD the decode half writes the answer): pd-2 is rolled back to what it ran,
+    pd-3 is never touched, and the router keeps serving throughout."""
+    previous = {"pd-2": unit("pd-2")}
+    untouched = {h: (started(h), unit(h)) for h in ("pd-1", "pd-3")}
+    demo_env = yaml.safe_load(
+        (PROJECT / "inventories/demo/group_vars/all/sglang_service.yml").read_text()
+    )["sglang_service_extra_env"]
+    with Traffic(router_url(), KEY) as traffic:
+        run = playbook("rollout.yml", extra={
+            "pd_test_env": demo_env, "pd_test_bad_env": {**demo_env, "SGLANG_SIM_ACCURACY": "0.3"},
+            "sglang_service_extra_env":
+                "{{ pd_test_bad_env if 'pd_decode' in group_names else pd_test_env }}",
+            # What the decode pool runs since the rollout before this one.
+            "sglang_service_max_running_requests": "{{ 48 if 'pd_decode' in group_names else none }}"})
+        time.sleep(2)
+    assert run.returncode != 0, run.stdout[-4000:]
+    assert "Rollout stopped at group pd-2, which was rolled back" in run.stdout, run.stdout[-4000:]
+    assert "is below the instruct threshold 0.930" in run.stdout
+    assert len(traffic.statuses) > 50 and traffic.failed == [], (
+        len(traffic.statuses), traffic.failed[:10])
+    assert unit("pd-2") == previous["pd-2"] and healthy("pd-2")
+    assert "SGLANG_SIM_ACCURACY" not in unit("pd-2")
+    assert {h: (started(h), unit(h)) for h in ("pd-1", "pd-3")} == untouched
+    rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", "pd-2")["groups"]}
+    assert rows["pd-2"]["status"] == "rolled back" and rows["pd-3"]["status"] == "not reached", rows
+    # Both decode servers are the router's decode workers again.
     assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
 
 
