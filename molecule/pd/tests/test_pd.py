@@ -2,7 +2,8 @@
 converge's verify report (through the router, and each pool's health), a second converge
 that changes nothing, the topology status.yml shows, the decode pool rolled under traffic
 with zero failed requests, a decode rollout that fails its gate (rolled back, stopped,
-still zero failed requests), and a killed prefill process that restarts and serves again.
+still zero failed requests), a killed prefill process that restarts and serves again, and
+smg taking over from sglang-router in PD mode.
 Runs from verify.yml.
 
 pd-1: the prefill server (pool pd_prefill) and sglang-router 0.3.2 in PD mode (inventory
@@ -181,3 +182,21 @@ def test_a_killed_prefill_process_is_restarted_and_the_router_serves_again():
     while time.monotonic() < deadline and chat_once() != 200:
         time.sleep(2)
     assert [chat_once() for _ in range(5)] == [200] * 5
+
+
+def test_smg_takes_over_in_pd_mode_with_both_kinds_of_workers():
+    """smg 1.13.0, the gateway of current SGLang, in PD mode: router.yml with the gateway
+    switched installs its venv beside sglang-router's, restarts the unit in PD mode and
+    gives it both kinds of workers through its API; chat goes through both halves."""
+    run = playbook("router.yml", extra={"sglang_router_gateway": "smg"})
+    ok(run)
+    unit_text = sh("pd-1", "systemctl cat sglang-router.service")
+    assert "/opt/sglang-router/venvs/smg-1.13.0/bin/python" in unit_text, unit_text
+    assert "--pd-disaggregation" in unit_text
+    status, listing = router("/workers")
+    assert status == 200, listing
+    text = json.dumps(listing)
+    for host in SERVERS:
+        assert f"http://{host}:30000" in text, listing
+    assert [chat_once() for _ in range(5)] == [200] * 5
+    assert KEY not in sh("pd-1", "ps -eo args") and KEY not in unit_text
