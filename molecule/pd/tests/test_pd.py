@@ -2,7 +2,8 @@
 converge's verify report (through the router, and each pool's health), a second converge
 that changes nothing, the topology status.yml shows, the decode pool rolled under traffic
 with zero failed requests, a decode rollout that fails its gate (rolled back, stopped,
-still zero failed requests), a killed prefill process that restarts and serves again, and
+still zero failed requests), the only prefill server's rollout refused under the floor and
+rolled with the floor lowered, a killed prefill process that restarts and serves again, and
 smg taking over from sglang-router in PD mode.
 Runs from verify.yml.
 
@@ -164,6 +165,32 @@ def test_a_decode_rollout_that_fails_its_gate_rolls_back_its_first_server_and_st
     assert rows["pd-2"]["status"] == "rolled back" and rows["pd-3"]["status"] == "not reached", rows
     # Both decode servers are the router's decode workers again.
     assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
+
+
+PREFILL_CHANGE = {"sglang_service_max_running_requests": "{{ 40 if 'pd_prefill' in group_names "
+                                                          "else 48 }}"}  # decode: as rolled
+
+
+def test_rolling_the_only_prefill_server_is_refused_before_anything_changes():
+    before = {host: (started(host), unit(host)) for host in SERVERS}
+    run = playbook("rollout.yml", extra=PREFILL_CHANGE)
+    assert run.returncode != 0, run.stdout[-4000:]
+    assert ("the prefill pool pd_prefill has 1 server(s): rolling one would leave 0 serving, "
+            "below sglang_rollout_min_serving_groups (1), which every pool keeps: add a prefill "
+            "server to pd_prefill or lower the floor") in " ".join(run.stdout.split()), run.stdout[-4000:]
+    assert {host: (started(host), unit(host)) for host in SERVERS} == before
+
+
+def test_with_the_floor_lowered_the_prefill_server_rolls_and_rejoins_the_router():
+    """Its own router takes it out, and back with its kind and bootstrap port: the decode
+    side finds the prefill's KV through that port, so chat through the router proves it."""
+    before = {host: started(host) for host in SERVERS}
+    run = playbook("rollout.yml", extra={**PREFILL_CHANGE, "sglang_rollout_min_serving_groups": 0})
+    ok(run)
+    assert "pd-1: rolled." in run.stdout, run.stdout[-4000:]
+    assert started("pd-1") > before["pd-1"] and "--max-running-requests 40" in unit("pd-1")
+    assert {host: started(host) for host in DECODE} == {host: before[host] for host in DECODE}
+    assert [chat_once() for _ in range(5)] == [200] * 5
 
 
 def test_a_killed_prefill_process_is_restarted_and_the_router_serves_again():
