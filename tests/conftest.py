@@ -1,8 +1,10 @@
-"""Shared helpers: the repository root, the launch builder, and loading a role's script.
+"""Shared helpers: the repository root, the launch builder, loading a role's script, and
+running a module in process.
 
 Plugins are imported as the collection's: `ansible_collections.kimi_k2.sglang.plugins...`
 (pytest.ini puts collections/, the checkout's link to itself, on the path).
 """
+import json
 import sys
 import types
 from pathlib import Path
@@ -23,6 +25,18 @@ def load_file(name, path):
     sys.modules[name] = module  # dataclasses look their module up there
     exec(compile(Path(path).read_text(), str(path), "exec"), module.__dict__)
     return module
+
+
+def run_module(main, args, monkeypatch, capsys):
+    """Run an Ansible module's MAIN in this process with ARGS, as Ansible would hand them
+    over; return the JSON it exits with."""
+    from ansible.module_utils import basic
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS",
+                        json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
+    with pytest.raises(SystemExit):
+        main()
+    return json.loads(capsys.readouterr().out)
 
 
 @pytest.fixture

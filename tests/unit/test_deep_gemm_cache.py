@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, builder
+from conftest import ROOT, builder, run_module
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import deep_gemm_cache as dg
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import model_weights as mw
@@ -129,7 +129,6 @@ def test_the_stand_in_times_out_like_sglang(tmp_path):
 
 # ---------------------------------------------------------------- the role's building blocks
 import grp  # noqa: E402
-import json  # noqa: E402
 import pwd  # noqa: E402
 import socket  # noqa: E402
 
@@ -246,24 +245,15 @@ def test_the_pinned_versions_have_the_precompile_module_and_its_timeout_flag(ver
     assert (found[0].parents[1] / ("sglang-%s.dist-info" % version)).is_dir()
 
 
-def run_module(args, monkeypatch, capsys):
-    from ansible.module_utils import basic
-    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
-    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
-    with pytest.raises(SystemExit):
-        mod.main()
-    return json.loads(capsys.readouterr().out)
-
-
 def test_the_module_marks_a_compiled_cache_and_puts_it_in_place(tmp_path, monkeypatch, capsys):
     staged = tmp_path / "K.partial"
     _fill(staged)
     args = {"root": str(tmp_path), "key": "K", "owner": ME, "group": MY_GROUP}
-    assert run_module(dict(args), monkeypatch, capsys)["complete"] is False
-    result = run_module(dict(args, state="compiled"), monkeypatch, capsys)
+    assert run_module(mod.main, dict(args), monkeypatch, capsys)["complete"] is False
+    result = run_module(mod.main, dict(args, state="compiled"), monkeypatch, capsys)
     assert result["changed"] and result["complete"] and not staged.exists()
     assert mw.read_marker(str(tmp_path / "K"))["source"] == "compile"
-    assert run_module(dict(args), monkeypatch, capsys)["complete"] is True
+    assert run_module(mod.main, dict(args), monkeypatch, capsys)["complete"] is True
 
 
 def test_the_module_refuses_an_incomplete_copy_and_leaves_it_out_of_place(tmp_path, monkeypatch, capsys):
@@ -276,13 +266,13 @@ def test_the_module_refuses_an_incomplete_copy_and_leaves_it_out_of_place(tmp_pa
     (staged / "cache" / "kernel.a" / "kernel.cubin").write_text("x" * 4)  # cut short
     args = {"root": str(tmp_path / "root"), "key": "K", "state": "copied", "origin": "f1",
             "owner": ME, "group": MY_GROUP}
-    result = run_module(dict(args), monkeypatch, capsys)
+    result = run_module(mod.main, dict(args), monkeypatch, capsys)
     assert result["failed"] and "incomplete" in result["msg"] and "not used" in result["msg"]
     assert not (tmp_path / "root" / "K").exists()
     # Whole again, plus a file the source's marker does not list: in place, without it.
     (staged / "cache" / "kernel.a" / "kernel.cubin").write_text("x" * 10)
     (staged / "cache" / "half-written").write_text("?")
-    result = run_module(dict(args), monkeypatch, capsys)
+    result = run_module(mod.main, dict(args), monkeypatch, capsys)
     assert result["complete"] and not (tmp_path / "root" / "K" / "cache" / "half-written").exists()
     marker = mw.read_marker(str(tmp_path / "root" / "K"))
     assert (marker["source"], marker["origin"]) == ("copy", "f1")

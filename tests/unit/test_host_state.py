@@ -4,12 +4,12 @@ unconverged, so each comparison is checked to say no on every kind of difference
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pwd
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import run_module
 
 from ansible_collections.kimi_k2.sglang.plugins.filter import host_state as flt
 from ansible_collections.kimi_k2.sglang.plugins.modules import host_state as mod
@@ -18,22 +18,12 @@ from ansible_collections.kimi_k2.sglang.plugins.modules import host_state as mod
 ME = pwd.getpwuid(os.getuid()).pw_name
 
 
-def run_module(args, monkeypatch, capsys):
-    from ansible.module_utils import basic
-    monkeypatch.setattr(basic, "_ANSIBLE_ARGS",
-                        json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
-    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
-    with pytest.raises(SystemExit):
-        mod.main()
-    return json.loads(capsys.readouterr().out)
-
-
 def test_module_reads_files_markers_and_accounts(tmp_path, monkeypatch, capsys):
     unit = tmp_path / "x.service"
     unit.write_text("[Unit]\n")
     unit.chmod(0o640)
     (tmp_path / "marker.json").write_text('{"a": 1}\n')
-    result = run_module({"files": [str(unit), str(tmp_path), str(tmp_path / "gone")],
+    result = run_module(mod.main, {"files": [str(unit), str(tmp_path), str(tmp_path / "gone")],
                          "read": [str(tmp_path / "marker.json"), str(tmp_path / "gone")],
                          "users": [ME, "no-such-user-here"], "groups": ["no-such-group-here"]},
                         monkeypatch, capsys)

@@ -28,7 +28,7 @@ from ansible_collections.kimi_k2.sglang.plugins.filter import sglang_router as f
 from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_router as api
 from ansible_collections.kimi_k2.sglang.plugins.modules import sglang_router_workers as workers_module
 
-from conftest import ROOT, load_file
+from conftest import ROOT, load_file, run_module
 from sim_process import SIM_SRC, Sim, free_port
 
 LAUNCHER = ROOT / "roles" / "sglang_router" / "files" / "sglang-router-launch.py"
@@ -499,12 +499,12 @@ def test_bad_wanted_workers_are_refused_before_any_call(fake_pd, wanted, message
 
 
 def test_module_takes_typed_workers(fake_pd, monkeypatch, capsys):
-    result = run_module({"router_url": fake_pd.url, "api_key": KEY, "timeout": 5,
+    result = run_module(workers_module.main, {"router_url": fake_pd.url, "api_key": KEY, "timeout": 5,
                          "workers": [P1, D2], "exclusive": True}, monkeypatch, capsys)
     assert result["changed"], result
     assert [(w["url"], w["worker_type"]) for w in result["after"]] == [
         (W1, "prefill"), (W2, "decode")]
-    result = run_module({"router_url": fake_pd.url, "api_key": KEY, "urls": [W1],
+    result = run_module(workers_module.main, {"router_url": fake_pd.url, "api_key": KEY, "urls": [W1],
                          "workers": [D2]}, monkeypatch, capsys)
     assert result["failed"] and "mutually exclusive" in result["msg"]
 
@@ -519,25 +519,15 @@ def test_an_unreachable_router_is_an_error():
         api.converge(api.Router(f"http://127.0.0.1:{free_port()}", KEY, 2), [W1], "present")
 
 
-def run_module(args, monkeypatch, capsys):
-    from ansible.module_utils import basic
-    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args})
-                        .encode())
-    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
-    with pytest.raises(SystemExit):
-        workers_module.main()
-    return json.loads(capsys.readouterr().out)
-
-
 def test_module_drains_and_hides_the_key(fake, monkeypatch, capsys):
-    result = run_module({"router_url": fake.url, "api_key": KEY, "urls": [W1],
+    result = run_module(workers_module.main, {"router_url": fake.url, "api_key": KEY, "urls": [W1],
                          "state": "absent", "timeout": 5}, monkeypatch, capsys)
     assert result["changed"] and [w["url"] for w in result["after"]] == [W2]
     assert KEY not in json.dumps(result)
 
 
 def test_module_fails_with_the_message(fake, monkeypatch, capsys):
-    result = run_module({"router_url": fake.url, "api_key": "wrong", "urls": [W1]},
+    result = run_module(workers_module.main, {"router_url": fake.url, "api_key": "wrong", "urls": [W1]},
                         monkeypatch, capsys)
     assert result["failed"] and "HTTP 401" in result["msg"]
 
