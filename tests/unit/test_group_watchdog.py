@@ -257,6 +257,10 @@ def test_a_group_whose_rank_0_says_200_on_health_but_cannot_generate_is_restarte
         sims[0].proc.send_signal(signal.SIGUSR1)            # the scheduler hangs
         out.wait_for("restarting sglang.service", timeout=60)
         assert sims[0].health() == 200                      # /health still says 200
+        # The watchdog says so before it runs systemctl: give the call time to land.
+        deadline = time.monotonic() + 10
+        while not restarts(calls) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert restarts(calls) == ["--no-block restart sglang.service"]
         process.terminate()
         process.wait(timeout=10)
