@@ -43,20 +43,27 @@ def _ours(profile: str) -> list[str]:
         "gpu_model": "H200", "gpus_per_node": 8, "host": "0.0.0.0", "port": 30000})
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[str]]:
-    """Every host's argv from plan.yml over both example inventories."""
+def plan_argvs(out: Path, *extra: str) -> dict[str, list[str]]:
+    """Every host's argv from plan.yml over both example inventories, written under out:
+    the checkout's plan/ is test_plan.py's (integration), which runs beside this suite."""
     argvs = {}
     for inventory in ("production", "demo"):
         subprocess.run(
             [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", f"inventories/{inventory}",
-             "playbooks/plan.yml", "-e", "vault_sglang_service_api_key=conformance"],
+             "playbooks/plan.yml", "-e", "vault_sglang_service_api_key=conformance", *extra,
+             "-e", f"sglang_service_plan_dir={out}/{inventory}/{{{{ inventory_hostname }}}}",
+             "-e", f"sglang_router_plan_dir={out}/{inventory}/{{{{ inventory_hostname }}}}"],
             cwd=ROOT, check=True, capture_output=True,
             env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
-        for plan in sorted((ROOT / "plan" / inventory).glob("*/argv.json")):
+        for plan in sorted((out / inventory).glob("*/argv.json")):
             argvs[f"{inventory}/{plan.parent.name}"] = json.loads(plan.read_text())["argv"]
     assert len(argvs) == 14  # the production example's 12 hosts (6 PD ones) and demo's 2
     return argvs
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, list[str]]:
+    return plan_argvs(tmp_path_factory.mktemp("plan"))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from ansible_collections.kimi_k2.sglang.plugins.module_utils import sglang_versi
 from sglang_sim import cli as sim_cli  # tools/sglang_sim/src, on the path (pytest.ini)
 from sglang_sim import parsers as sim_parsers
 
-from test_parser_conformance import PUBLISHED, SGLANG_PYTHON
+from test_parser_conformance import PUBLISHED, SGLANG_PYTHON, plan_argvs
 
 OLD, NEW = "0.5.6.post1", "0.5.23"
 PYTHON = {OLD: SGLANG_PYTHON,
@@ -56,22 +56,8 @@ def _ours(profile: str, version: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def rendered_new(tmp_path_factory) -> dict[str, list[str]]:
-    """Every host's argv from plan.yml over both example inventories, pinned to 0.5.23
-    (written outside the checkout's plan/, which other tests read)."""
-    out = tmp_path_factory.mktemp("plan")
-    argvs = {}
-    for inventory in ("production", "demo"):
-        subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", f"inventories/{inventory}",
-             "playbooks/plan.yml", "-e", "vault_sglang_service_api_key=conformance",
-             "-e", f"sglang_version={NEW}",
-             "-e", f"sglang_service_plan_dir={out}/{inventory}/{{{{ inventory_hostname }}}}"],
-            cwd=ROOT, check=True, capture_output=True,
-            env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
-        for plan in sorted((out / inventory).glob("*/argv.json")):
-            argvs[f"{inventory}/{plan.parent.name}"] = json.loads(plan.read_text())["argv"]
-    assert len(argvs) == 14
-    return argvs
+    """Every host's argv from plan.yml over both example inventories, pinned to 0.5.23."""
+    return plan_argvs(tmp_path_factory.mktemp("plan"), "-e", f"sglang_version={NEW}")
 
 
 @pytest.fixture(scope="module")

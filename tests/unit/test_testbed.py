@@ -7,6 +7,8 @@ connection from coming back in any scenario, inventory or verify playbook.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,32 @@ def test_make_molecule_runs_every_scenario():
     makefile = (ROOT / "Makefile").read_text()
     [line] = [l for l in makefile.splitlines() if l.startswith("SCENARIOS ?=")]
     assert sorted(line.split("?=")[1].split()) == sorted(p.name for p in SCENARIOS)
+
+
+def test_each_scenario_takes_its_locks_in_its_own_emptied_folder(tmp_path: Path):
+    """molecule-lanes gives each scenario its own KIMI_K2_LOCK_DIR under build/, emptied
+    before it starts: CI refused a scenario's first playbook on the lock that a killed run
+    of the same inventory path had left in /tmp on the machine CI's was copied from."""
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "testbed").symlink_to(ROOT / "tools" / "testbed")
+    (tmp_path / "tools" / "timed").symlink_to(ROOT / "tools" / "timed")
+    for scenario in ("one", "two"):
+        (tmp_path / "molecule" / scenario).mkdir(parents=True)
+        (tmp_path / "molecule" / scenario / "molecule.yml").write_text(f"network: {scenario}\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # The stand-ins: no container on any network; each `molecule test` records the folder
+    # it was given and what it held, then leaves a lock behind, like a run that was killed.
+    (bin_dir / "podman").write_text("#!/bin/sh\n")
+    (bin_dir / "molecule").write_text(
+        '#!/bin/sh\necho "$3 $KIMI_K2_LOCK_DIR $(ls -A "$KIMI_K2_LOCK_DIR" 2>/dev/null | wc -l)"'
+        ' >> "$SEEN"\nmkdir -p "$KIMI_K2_LOCK_DIR" && touch "$KIMI_K2_LOCK_DIR/inventory-x.json"\n')
+    for stand_in in bin_dir.iterdir():
+        stand_in.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SEEN": str(tmp_path / "seen"),
+           "KIMI_K2_LOCK_DIR": "/tmp/kimi-k2-toolkit-locks"}
+    for _ in range(2):
+        subprocess.run([str(tmp_path / "tools" / "testbed" / "molecule-lanes"), "2", "one", "two"],
+                       cwd=tmp_path, env=env, check=True, capture_output=True)
+    seen = sorted((tmp_path / "seen").read_text().splitlines())
+    assert seen == [f"{s} {tmp_path}/build/locks/{s} 0" for s in ("one", "one", "two", "two")]
