@@ -149,6 +149,22 @@ def restarts(calls):
     return calls.read_text().splitlines() if calls.exists() else []
 
 
+def wait_until(done, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def restarted_once_after_more_probes(calls, rank, probes=5):
+    """The watchdog logs 'restarting' before it runs systemctl: wait for that call to
+    land, then for `probes` more probes of the failing rank, and say how many restarts."""
+    wait_until(lambda: restarts(calls), "systemctl call")
+    seen = len(rank.paths)
+    wait_until(lambda: len(rank.paths) >= seen + probes, f"{probes} more probes")
+    return restarts(calls) == ["--no-block restart sglang.service"]
+
+
 class Output:
     """The program's lines as they come (read by a thread), so a test waits for what the
     program says rather than sleeping a guess: these machines are too busy for guesses."""
@@ -176,8 +192,7 @@ def test_program_restarts_its_unit_once_when_a_rank_fails(group):
     out.wait_for("armed: all 2 ranks healthy")
     ranks[1].healthy = False
     out.wait_for("restarting sglang.service")
-    time.sleep(1.0)                                       # ~5 more failed probes: no restart
-    assert restarts(calls) == ["--no-block restart sglang.service"]
+    assert restarted_once_after_more_probes(calls, ranks[1])
     ranks[1].healthy = True
     out.wait_for("armed: all 2 ranks healthy", count=2)   # whole again: armed again
     process.terminate()                                   # SIGTERM: a clean stop
@@ -193,7 +208,7 @@ def test_program_never_restarts_a_group_it_has_not_seen_whole(group):
     ranks, calls, start = group
     ranks[1].healthy = False                              # before the first probe
     process = start()
-    time.sleep(1.5)
+    wait_until(lambda: len(ranks[1].paths) >= 7, "7 probes of the failing rank")
     assert restarts(calls) == []
     process.terminate()
     out, _ = process.communicate(timeout=5)
@@ -211,8 +226,7 @@ def test_program_restarts_a_hung_single_node_server_once(group):
     out.wait_for("armed: 1 rank healthy")
     server.hung.set()
     out.wait_for("restarting sglang.service")
-    time.sleep(1.0)                                       # more timed-out probes: no restart
-    assert restarts(calls) == ["--no-block restart sglang.service"]
+    assert restarted_once_after_more_probes(calls, server, probes=3)
     server.hung.clear()
     out.wait_for("armed: 1 rank healthy", count=2)
     process.terminate()
@@ -258,9 +272,7 @@ def test_a_group_whose_rank_0_says_200_on_health_but_cannot_generate_is_restarte
         out.wait_for("restarting sglang.service", timeout=60)
         assert sims[0].health() == 200                      # /health still says 200
         # The watchdog says so before it runs systemctl: give the call time to land.
-        deadline = time.monotonic() + 10
-        while not restarts(calls) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: restarts(calls), "systemctl call")
         assert restarts(calls) == ["--no-block restart sglang.service"]
         process.terminate()
         process.wait(timeout=10)
