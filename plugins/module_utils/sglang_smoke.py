@@ -23,6 +23,13 @@ WEATHER_TOOL = {"type": "function", "function": {
                                                "description": "City name"}}}}}
 WEATHER_RESULT = '{"location": "Beijing", "weather": "Sunny", "temperature_c": 25}'
 TRUNCATE = 300
+# A prefill's bootstrap server answers GET /health with "OK" at once (0.5.6.post1
+# disaggregation/common/conn.py:500-503; 0.5.23 common/conn.py:3073, where the decode side
+# probes it too, :2019): seconds are plenty.
+BOOTSTRAP_TIMEOUT = 10.0
+# The checks that generate: behind a bootstrap server this node cannot reach, each would
+# wait out SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT (300 s, mooncake/conn.py:198-199) first.
+GENERATING = ("chat", "chat_stream", "tool_call", "tool_call_stream", "tool_round_trip")
 
 
 class CheckFailed(Exception):
@@ -182,6 +189,17 @@ class Smoke:
         require(final["finish_reason"] == "stop" and final["content"].strip(),
                 "a final answer (finish_reason stop, non-empty content)", json.dumps(final))
 
+    def check_bootstrap(self, address):
+        expected = (f"HTTP 200 from the prefill's bootstrap server {address}, which the decode "
+                    "side asks before every KV transfer (unreachable: each request through "
+                    "the router waits, then fails; check the port and the interface)")
+        try:
+            answer = Endpoint(f"http://{address}").call("/health", auth=False,
+                                                         timeout=BOOTSTRAP_TIMEOUT)
+        except TransportError as err:
+            raise CheckFailed(expected, str(err))
+        require(answer.status == 200, expected, f"HTTP {answer.status}: {answer.text()}")
+
     def check_metrics(self):
         answer = self.endpoint.call("/metrics", auth=False)
         require(answer.status == 200 and b"sglang:" in answer.body,
@@ -189,6 +207,13 @@ class Smoke:
 
     # ----------------------------------------------------------- plan
     def plan(self):
+        """[(check, its argument)]: health first, then the bootstrap servers this node
+        depends on (every rank of a decode server takes KV through them), then the rest."""
+        checks = [(name, None) for name in self.names()]
+        bootstrap = [("bootstrap", address) for address in self.expect.get("bootstrap") or []]
+        return checks[:1] + bootstrap + checks[1:]
+
+    def names(self):
         if self.expect["rank"] >= 1:  # non-zero ranks serve only a stand-in /health
             return ["health"]
         names = ["health", "models", "model_info"]
@@ -207,18 +232,23 @@ class Smoke:
         return names
 
     def run(self):
-        records = []
-        for name in self.plan():
+        records, unreachable = [], []
+        for name, address in self.plan():
             start = time.monotonic()
-            record = {"name": name, "passed": True}
+            record = {"name": f"{name} {address}" if address else name, "passed": True}
             try:
-                getattr(self, "check_" + name)()
+                if name in GENERATING and unreachable:
+                    raise CheckFailed("a reachable bootstrap server first", "not run: this node "
+                                      f"cannot reach {', '.join(unreachable)}")
+                getattr(self, "check_" + name)(*([address] if address else []))
             except CheckFailed as failure:
                 record.update(passed=False, expected=failure.expected,
                               got=self.redact(failure.got))
             except (TransportError, ValueError, KeyError, IndexError, TypeError) as err:
                 record.update(passed=False, expected="an answer",
                               got=self.redact(f"{type(err).__name__}: {err}"))
+            if address and not record["passed"]:
+                unreachable.append(address)
             record["seconds"] = round(time.monotonic() - start, 3)
             records.append(record)
         return records

@@ -9,7 +9,7 @@ description:
   - Health, model list, model info, API-key enforcement, chat (plain and SSE streaming)
     with the published "15% of 240" prompt, reasoning/content separation by variant,
     tool calls (plain, streamed, and a tool-result round trip) and metrics.
-  - Ranks >= 1 of a multi-node server get the health check only.
+  - Ranks >= 1 of a multi-node server get the health check only, and the I(bootstrap) ones.
   - A prefill or decode server of a disaggregated deployment (I(disaggregation_mode)) answers
     generation only through its router, which pairs the two halves. It gets health, a
     generation probe (C(/health_generate), which SGLang runs without a peer), the model
@@ -29,6 +29,15 @@ options:
     type: str
     default: ""
     choices: ["", prefill, decode]
+  bootstrap:
+    description:
+      - HOST:PORT of each prefill bootstrap server this node must reach (a decode server's
+        every rank; a prefill's own), checked right after health, from where the module runs.
+      - While one is unreachable, the checks that generate are not run (each would wait out
+        SGLang's 300 s bootstrap timeout).
+    type: list
+    elements: str
+    default: []
   timeout: {description: Seconds per request., type: float, default: 300}
 """
 
@@ -54,6 +63,11 @@ passed:
   description: Whether every check passed.
   type: bool
   returned: always
+bootstrap_unreachable:
+  description: The bootstrap servers (I(bootstrap)) this node could not reach.
+  type: list
+  elements: str
+  returned: always
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -74,15 +88,20 @@ def main():
             "timeout": {"type": "float", "default": 300},
             "disaggregation_mode": {"type": "str", "default": "",
                                     "choices": ["", "prefill", "decode"]},
+            "bootstrap": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
     p = module.params
     expect = {key: p[key] for key in ("served_model_name", "model_path", "rank", "reasoning",
-                                      "tool_calls", "metrics", "disaggregation_mode")}
+                                      "tool_calls", "metrics", "disaggregation_mode",
+                                      "bootstrap")}
     expect["api_key"] = bool(p["api_key"])
     checks = run_smoke(p["base_url"], p["api_key"], expect, p["timeout"])
-    module.exit_json(changed=False, checks=checks, passed=all(c["passed"] for c in checks))
+    unreachable = [c["name"].split(" ", 1)[1] for c in checks
+                   if c["name"].startswith("bootstrap ") and not c["passed"]]
+    module.exit_json(changed=False, checks=checks, passed=all(c["passed"] for c in checks),
+                     bootstrap_unreachable=unreachable)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,20 @@ def unit(host: str) -> str:
 def healthy(host: str) -> bool:
     return sh(host, "curl -s -o /dev/null -w '%{http_code}' "
                     "http://127.0.0.1:30000/health || true") == "200"
+
+
+def block_port(host: str, port: int, source: str = ""):
+    """Drop TCP to `port` on its way into `host` (only from the address `source`, if
+    given): an nftables table in the container's own network namespace, set from the CI
+    host (the test image has no nft, the containers no CAP_NET_ADMIN). Returns the
+    function that deletes it."""
+    pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", host], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    match = f"ip saddr {source} " if source else ""
+    rules = ("add table inet kimi_test\n"
+             "add chain inet kimi_test input { type filter hook input priority 0; }\n"
+             f"add rule inet kimi_test input {match}tcp dport {port} drop\n")
+    subprocess.run(["nsenter", "-t", pid, "-n", "nft", "-f", "-"], input=rules, text=True,
+                   check=True)
+    return lambda: subprocess.run(["nsenter", "-t", pid, "-n", "nft", "delete", "table", "inet",
+                                   "kimi_test"], check=True)

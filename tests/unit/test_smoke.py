@@ -123,3 +123,43 @@ def test_a_pd_half_gets_the_checks_it_can_answer_without_its_router(mode):
     assert list(checks) == ["health", "health_generate", "models", "model_info", "auth",
                             "metrics"]
     assert all(c["passed"] for c in checks.values()), checks
+
+
+def test_a_decode_node_reaches_each_bootstrap_server_it_is_given():
+    """Every rank of a decode server asks the prefills' bootstrap servers before each KV
+    transfer: one it cannot reach is named, with what that does to requests."""
+    bootstrap_port = free_port()
+    prefill = Sim([*INSTRUCT, "--disaggregation-mode", "prefill",
+                   "--disaggregation-bootstrap-port", str(bootstrap_port)])
+    try:
+        prefill.wait_ready()
+        reachable = f"127.0.0.1:{bootstrap_port}"
+        closed = f"127.0.0.1:{free_port()}"
+        for rank in (0, 1):
+            argv = [*INSTRUCT, "--disaggregation-mode", "decode"]
+            if rank:
+                argv += ["--tp-size", "16", "--nnodes", "2", "--node-rank", "1",
+                         "--dist-init-addr", "h:1"]
+            exp = {**expect("moonshotai/Kimi-K2-Instruct", False, rank=rank),
+                   "disaggregation_mode": "decode", "bootstrap": [reachable, closed]}
+            checks = run(argv, exp)
+            assert list(checks)[:3] == ["health", f"bootstrap {reachable}", f"bootstrap {closed}"]
+            assert checks[f"bootstrap {reachable}"]["passed"], checks
+            failed = checks[f"bootstrap {closed}"]
+            assert not failed["passed"] and "refused" in failed["got"], failed
+            assert f"bootstrap server {closed}" in failed["expected"]
+            assert "each request through the router waits" in failed["expected"]
+    finally:
+        prefill.stop()
+
+
+def test_behind_an_unreachable_bootstrap_server_nothing_that_generates_is_run():
+    """The rollout gates a decode server through its router: a chat there would wait out
+    SGLang's 300 s bootstrap timeout (sglang_verify's GSM8K is skipped too, gsm8k.yml)."""
+    closed = f"127.0.0.1:{free_port()}"
+    checks = run(THINKING, {**expect("moonshotai/Kimi-K2-Thinking", True, metrics=True),
+                            "bootstrap": [closed]})
+    generating = ["chat", "chat_stream", "tool_call", "tool_call_stream", "tool_round_trip"]
+    for name in generating:
+        assert checks[name]["got"] == f"not run: this node cannot reach {closed}", checks[name]
+    assert all(checks[name]["passed"] for name in ("health", "models", "auth", "metrics"))

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from scenario import block_port  # tests/lib
 from test_fleet import PAIRS, ok, playbook, router, sh, started
 
 GROUP = "kimi_demo_pair2"
@@ -45,21 +46,6 @@ def check_seconds(text: str) -> float:
     found = re.search(rf"{CHECK_TASK}[ -]+([0-9.]+)s", text)
     assert found, f"no duration of '{CHECK_TASK}' in the run's profile: {text[-3000:]}"
     return float(found.group(1))
-
-
-def block_port(host: str, port: int):
-    """Drop TCP to `port` on its way into `host`: an nftables table in the container's own
-    network namespace, set from the CI host (the test image has no nft, the containers no
-    CAP_NET_ADMIN). Returns the function that deletes it."""
-    pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", host], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    rules = ("add table inet kimi_test\n"
-             "add chain inet kimi_test input { type filter hook input priority 0; }\n"
-             f"add rule inet kimi_test input tcp dport {port} drop\n")
-    subprocess.run(["nsenter", "-t", pid, "-n", "nft", "-f", "-"], input=rules, text=True,
-                   check=True)
-    return lambda: subprocess.run(["nsenter", "-t", pid, "-n", "nft", "delete", "table", "inet",
-                                   "kimi_test"], check=True)
 
 
 def test_the_converge_ran_the_check_on_every_rank_of_both_groups():

@@ -1,10 +1,12 @@
 """The PD deployment after converge: the router in PD mode with both kinds of workers, the
-converge's verify report (through the router, and each pool's health), a second converge
-that changes nothing, the topology status.yml shows, the decode pool rolled under traffic
-with zero failed requests, a decode rollout that fails its gate (rolled back, stopped,
-still zero failed requests), the only prefill server's rollout refused under the floor and
-rolled with the floor lowered, a killed prefill process that restarts and serves again, and
-smg taking over from sglang-router in PD mode.
+converge's verify report (through the router, and each pool's health), a decode node cut
+off from the prefill's bootstrap port failing verify.yml at once, a second converge that
+changes nothing, the topology status.yml shows, the decode pool rolled under traffic with
+zero failed requests, a decode rollout that fails its gate (rolled back, stopped, still
+zero failed requests), one cut off from the bootstrap port failing its gate at once, the
+only prefill server's rollout refused under the floor and rolled with the floor lowered,
+a killed prefill process that restarts and serves again, and smg taking over from
+sglang-router in PD mode.
 Runs from verify.yml.
 
 pd-1: the prefill server (pool pd_prefill) and sglang-router 0.3.2 in PD mode (inventory
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from scenario import (INVENTORY, PROJECT, address, changed_per_host, healthy, ok,  # tests/lib
-                      playbook, sh, started, unit)
+from scenario import (INVENTORY, PROJECT, address, block_port, changed_per_host,  # tests/lib
+                      healthy, ok, playbook, sh, started, unit)
 from traffic import Traffic, chat, request  # tests/lib, on the path: pytest.ini
 
 KEY = "demo-key-not-a-secret"
@@ -89,7 +91,29 @@ def test_the_converges_verify_checked_the_router_and_each_pools_health():
     for host in SERVERS:
         row = rows[host]
         assert row["passed"] and row["gsm8k"] is None, row["problems"]
-        assert [c["name"] for c in row["smoke"]][:2] == ["health", "health_generate"]
+        # Each reached the prefill's bootstrap server from its own node (pd-1: its own).
+        assert [c["name"] for c in row["smoke"]][:3] == [
+            "health", f"bootstrap {address('pd-1')}:{BOOTSTRAP_PORT}", "health_generate"]
+
+
+def test_a_decode_node_cut_off_from_the_prefills_bootstrap_port_fails_verify_at_once():
+    """pd-2's packets to pd-1's bootstrap port dropped (a firewall, the wrong interface):
+    every request the router pairs across them would wait out SGLang's 300 s bootstrap
+    timeout. verify.yml names the node and the address from pd-2 itself, within the probe's
+    10 s, and pd-1's own probe still passes."""
+    bootstrap = f"{address('pd-1')}:{BOOTSTRAP_PORT}"
+    unblock = block_port("pd-1", BOOTSTRAP_PORT, source=address("pd-2"))
+    try:
+        # localhost writes the report: a limit keeps it.
+        run = playbook("verify.yml", options=("--limit", "pd-1:pd-2:localhost"))
+    finally:
+        unblock()
+    assert run.returncode != 0, run.stdout[-4000:]
+    rows = {row["host"]: row for row in latest_report("*/report.json", "host", "pd-2")["hosts"]}
+    assert set(rows) == {"pd-1", "pd-2"} and rows["pd-1"]["passed"], rows["pd-1"]["problems"]
+    [failed] = [c for c in rows["pd-2"]["smoke"] if not c["passed"]]
+    assert failed["name"] == f"bootstrap {bootstrap}" and "timed out" in failed["got"], failed
+    assert f"pd-2: smoke check bootstrap {bootstrap} failed" in run.stdout, run.stdout[-4000:]
 
 
 def test_a_second_converge_changes_nothing():
@@ -165,6 +189,30 @@ def test_a_decode_rollout_that_fails_its_gate_rolls_back_its_first_server_and_st
     assert rows["pd-2"]["status"] == "rolled back" and rows["pd-3"]["status"] == "not reached", rows
     # Both decode servers are the router's decode workers again.
     assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
+
+
+def test_a_decode_rollout_cut_off_from_the_prefills_bootstrap_port_fails_its_gate_at_once():
+    """pd-2, rolled while its packets to pd-1's bootstrap port are dropped: its gate (through
+    the router) stops at the bootstrap check, runs no chat and no GSM8K question (each
+    would wait out the 300 s bootstrap timeout), and pd-2 is rolled back."""
+    bootstrap = f"{address('pd-1')}:{BOOTSTRAP_PORT}"
+    previous = unit("pd-2")
+    unblock = block_port("pd-1", BOOTSTRAP_PORT, source=address("pd-2"))
+    try:
+        run = playbook("rollout.yml", extra={
+            "sglang_service_max_running_requests": "{{ 44 if 'pd_decode' in group_names "
+                                                   "else none }}"})
+    finally:
+        unblock()
+    assert run.returncode != 0, run.stdout[-4000:]
+    assert "Rollout stopped at group pd-2, which was rolled back" in run.stdout, run.stdout[-4000:]
+    assert f"pd-2: smoke check bootstrap {bootstrap} failed" in run.stdout, run.stdout[-4000:]
+    assert f"pd-2: smoke check chat failed: expected a reachable bootstrap server first, got " \
+           f"not run: this node cannot reach {bootstrap}" in run.stdout, run.stdout[-4000:]
+    rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", "pd-2")["groups"]}
+    assert rows["pd-2"]["status"] == "rolled back" and not rows["pd-2"].get("gsm8k"), rows
+    assert unit("pd-2") == previous and healthy("pd-2")
+    assert chat_once() == 200
 
 
 PREFILL_CHANGE = {"sglang_service_max_running_requests": "{{ 40 if 'pd_prefill' in group_names "
