@@ -75,7 +75,9 @@ def _bootstrap_address(endpoint: dict[str, Any]) -> str | None:
         return None
     if int(endpoint.get("rank") or 0) != 0:
         return None
-    return f"{urlsplit(endpoint['cluster_url']).hostname}:{int(endpoint['bootstrap_port'])}"
+    # netloc keeps an IPv6 address in its brackets, as HOST:PORT needs it.
+    address = urlsplit(endpoint["cluster_url"]).netloc.rsplit(":", 1)[0]
+    return f"{address}:{int(endpoint['bootstrap_port'])}"
 
 
 def sglang_verify_bootstrap_servers(host: str, hostvars: dict[str, Any],

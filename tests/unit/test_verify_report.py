@@ -89,7 +89,7 @@ def pd_fleet():
     hostvars = {"p1": server("prefill", "10.0.0.1", port=8998),
                 "p2": server("prefill", "10.0.0.2", port=9000),
                 "p2b": server("prefill", "10.0.0.3", rank=1, port=9000),
-                "p3": server("prefill", "10.0.0.4", port=8998),
+                "p3": server("prefill", "[fd00::4]", port=8998),
                 "d1": server("decode", "10.0.1.1"), "d1b": server("decode", "10.0.1.2", rank=1),
                 "d9": server("decode", "10.0.1.9"), "m1": server("", "10.0.2.1"),
                 "r1": {"sglang_router_prefill_group": "pa", "sglang_router_decode_group": "da"},
@@ -102,8 +102,8 @@ def pd_fleet():
 
 @pytest.mark.parametrize("host,servers", [
     # Every node of a decode server: each prefill (its node 0) of every router's pool.
-    ("d1", ["10.0.0.1:8998", "10.0.0.2:9000", "10.0.0.4:8998"]),
-    ("d1b", ["10.0.0.1:8998", "10.0.0.2:9000", "10.0.0.4:8998"]),
+    ("d1", ["10.0.0.1:8998", "10.0.0.2:9000", "[fd00::4]:8998"]),
+    ("d1b", ["10.0.0.1:8998", "10.0.0.2:9000", "[fd00::4]:8998"]),
     ("p2", ["10.0.0.2:9000"]),   # a prefill: its own
     ("p2b", []),                  # its node 1 runs no bootstrap server
     ("d9", []),                   # no router in the inventory says whom it meets
