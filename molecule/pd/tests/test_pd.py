@@ -30,6 +30,9 @@ ROUTER_PORT = 30080
 PREFILL, DECODE = ["pd-1"], ["pd-2", "pd-3"]
 SERVERS = PREFILL + DECODE
 BOOTSTRAP_PORT = 8998
+# The prefill's bootstrap server as the decode side is told it: at pd-1's cluster address,
+# its container name here (the podman network's DNS).
+BOOTSTRAP = f"pd-1:{BOOTSTRAP_PORT}"
 
 
 def router_url() -> str:
@@ -93,7 +96,7 @@ def test_the_converges_verify_checked_the_router_and_each_pools_health():
         assert row["passed"] and row["gsm8k"] is None, row["problems"]
         # Each reached the prefill's bootstrap server from its own node (pd-1: its own).
         assert [c["name"] for c in row["smoke"]][:3] == [
-            "health", f"bootstrap {address('pd-1')}:{BOOTSTRAP_PORT}", "health_generate"]
+            "health", f"bootstrap {BOOTSTRAP}", "health_generate"]
 
 
 def test_a_decode_node_cut_off_from_the_prefills_bootstrap_port_fails_verify_at_once():
@@ -101,7 +104,6 @@ def test_a_decode_node_cut_off_from_the_prefills_bootstrap_port_fails_verify_at_
     every request the router pairs across them would wait out SGLang's 300 s bootstrap
     timeout. verify.yml names the node and the address from pd-2 itself, within the probe's
     10 s, and pd-1's own probe still passes."""
-    bootstrap = f"{address('pd-1')}:{BOOTSTRAP_PORT}"
     unblock = block_port("pd-1", BOOTSTRAP_PORT, source=address("pd-2"))
     try:
         # localhost writes the report: a limit keeps it.
@@ -112,8 +114,8 @@ def test_a_decode_node_cut_off_from_the_prefills_bootstrap_port_fails_verify_at_
     rows = {row["host"]: row for row in latest_report("*/report.json", "host", "pd-2")["hosts"]}
     assert set(rows) == {"pd-1", "pd-2"} and rows["pd-1"]["passed"], rows["pd-1"]["problems"]
     [failed] = [c for c in rows["pd-2"]["smoke"] if not c["passed"]]
-    assert failed["name"] == f"bootstrap {bootstrap}" and "timed out" in failed["got"], failed
-    assert f"pd-2: smoke check bootstrap {bootstrap} failed" in run.stdout, run.stdout[-4000:]
+    assert failed["name"] == f"bootstrap {BOOTSTRAP}" and "timed out" in failed["got"], failed
+    assert f"pd-2: smoke check bootstrap {BOOTSTRAP} failed" in run.stdout, run.stdout[-4000:]
 
 
 def test_a_second_converge_changes_nothing():
@@ -195,7 +197,6 @@ def test_a_decode_rollout_cut_off_from_the_prefills_bootstrap_port_fails_its_gat
     """pd-2, rolled while its packets to pd-1's bootstrap port are dropped: its gate (through
     the router) stops at the bootstrap check, runs no chat and no GSM8K question (each
     would wait out the 300 s bootstrap timeout), and pd-2 is rolled back."""
-    bootstrap = f"{address('pd-1')}:{BOOTSTRAP_PORT}"
     previous = unit("pd-2")
     unblock = block_port("pd-1", BOOTSTRAP_PORT, source=address("pd-2"))
     try:
@@ -206,9 +207,9 @@ def test_a_decode_rollout_cut_off_from_the_prefills_bootstrap_port_fails_its_gat
         unblock()
     assert run.returncode != 0, run.stdout[-4000:]
     assert "Rollout stopped at group pd-2, which was rolled back" in run.stdout, run.stdout[-4000:]
-    assert f"pd-2: smoke check bootstrap {bootstrap} failed" in run.stdout, run.stdout[-4000:]
+    assert f"pd-2: smoke check bootstrap {BOOTSTRAP} failed" in run.stdout, run.stdout[-4000:]
     assert f"pd-2: smoke check chat failed: expected a reachable bootstrap server first, got " \
-           f"not run: this node cannot reach {bootstrap}" in run.stdout, run.stdout[-4000:]
+           f"not run: this node cannot reach {BOOTSTRAP}" in run.stdout, run.stdout[-4000:]
     rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", "pd-2")["groups"]}
     assert rows["pd-2"]["status"] == "rolled back" and not rows["pd-2"].get("gsm8k"), rows
     assert unit("pd-2") == previous and healthy("pd-2")
