@@ -9,6 +9,7 @@ are its servers (deployment groups), exactly like today's multi-node servers.
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -144,12 +145,92 @@ def sglang_benchmark_pd_markdown(per_node: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- bootstrap servers
+# A prefill's node 0 runs its bootstrap server on --disaggregation-bootstrap-port; the
+# router names it to the decode side, whose every rank asks it before each KV transfer. A
+# node that cannot reach it makes each request paired across them wait out SGLang's
+# bootstrap timeout (300 s) before it fails.
+
+def _bootstrap_address(endpoint: Mapping[str, Any]) -> str | None:
+    """HOST:PORT of a prefill's bootstrap server (node 0's, at its cluster address), or None."""
+    if endpoint.get("disaggregation_mode") != "prefill" or not endpoint.get("bootstrap_port"):
+        return None
+    if int(endpoint.get("rank") or 0) != 0:
+        return None
+    # netloc keeps an IPv6 address in its brackets, as HOST:PORT needs it.
+    address = urlsplit(endpoint["cluster_url"]).netloc.rsplit(":", 1)[0]
+    return f"{address}:{int(endpoint['bootstrap_port'])}"
+
+
+def _paired_pools(host: str, hostvars: Mapping[str, Any], groups: Mapping[str, Sequence[str]],
+                  mode: str) -> list[str]:
+    """The hosts of the other pool of every router whose `mode` pool holds host."""
+    other = "decode" if mode == "prefill" else "prefill"
+    hosts: list[str] = []
+    for router in groups.get("sglang_routers") or []:
+        router_vars = hostvars[router]
+        if host in groups.get(router_vars.get(f"sglang_router_{mode}_group") or "", []):
+            hosts += groups.get(router_vars.get(f"sglang_router_{other}_group") or "", [])
+    return sorted(set(hosts))
+
+
+def sglang_pd_bootstrap_servers(host: str, hostvars: Mapping[str, Any],
+                                groups: Mapping[str, Sequence[str]]) -> list[str]:
+    """The bootstrap servers (HOST:PORT) a server depends on: a prefill's own; for every
+    node of a decode server, each prefill of the pools its routers pair it with. Empty for
+    any other endpoint, or a pool no router in the inventory fronts (nothing says which
+    prefills it meets)."""
+    endpoint = hostvars[host].get("sglang_service_endpoint") or {}
+    mode = endpoint.get("disaggregation_mode") or ""
+    if mode == "prefill":
+        own = _bootstrap_address(endpoint)
+        return [own] if own else []
+    if mode != "decode":
+        return []
+    addresses = (_bootstrap_address(hostvars[p].get("sglang_service_endpoint") or {})
+                 for p in _paired_pools(host, hostvars, groups, "decode"))
+    return sorted({a for a in addresses if a})
+
+
+def sglang_pd_bootstrap_paths(host: str, hostvars: Mapping[str, Any],
+                              groups: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """Each path [{from: node, to: HOST:PORT}] the KV handshake of this server takes: from
+    a decode node to each bootstrap server it depends on; to a prefill's bootstrap server
+    (its node 0) from every node of the decode pools its routers pair it with. The rollout
+    walks them before it puts a server back in its router."""
+    endpoint = hostvars[host].get("sglang_service_endpoint") or {}
+    if endpoint.get("disaggregation_mode") == "decode":
+        return [{"from": host, "to": server}
+                for server in sglang_pd_bootstrap_servers(host, hostvars, groups)]
+    own = _bootstrap_address(endpoint)
+    if not own:
+        return []
+    return [{"from": node, "to": own}
+            for node in _paired_pools(host, hostvars, groups, "prefill")]
+
+
+def sglang_pd_unanswered(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The paths of a uri loop over sglang_pd_bootstrap_paths that got no HTTP 200, each
+    as 'FROM cannot reach the bootstrap server TO (why)'."""
+    lines = []
+    for result in results or []:
+        if result.get("skipped") or result.get("status") == 200:
+            continue
+        path = result["item"]
+        why = result.get("msg") or f"HTTP {result.get('status')}"
+        lines.append(f"{path['from']} cannot reach the bootstrap server {path['to']} ({why})")
+    return lines
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"sglang_pd_deployments": sglang_pd_deployments,
                 "sglang_pd_pool_of": sglang_pd_pool_of,
                 "sglang_pd_topology": sglang_pd_topology,
                 "sglang_pd_unverified": sglang_pd_unverified,
+                "sglang_pd_bootstrap_servers": sglang_pd_bootstrap_servers,
+                "sglang_pd_bootstrap_paths": sglang_pd_bootstrap_paths,
+                "sglang_pd_unanswered": sglang_pd_unanswered,
                 "sglang_benchmark_pd_per_node": sglang_benchmark_pd_per_node,
                 "sglang_benchmark_pd_runs": sglang_benchmark_pd_runs,
                 "sglang_benchmark_pd_markdown": sglang_benchmark_pd_markdown}

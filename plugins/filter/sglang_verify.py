@@ -6,7 +6,6 @@ repository so there is one definition of accuracy, invalid rate and throughput.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from ansible_collections.kimi_k2.sglang.plugins.module_utils.gsm8k import summarize
 
@@ -69,44 +68,7 @@ def sglang_fleet_report(hosts: list[str], hostvars: dict[str, Any], inventory: s
             "passed": all(r["passed"] for r in rows), "hosts": rows}
 
 
-def _bootstrap_address(endpoint: dict[str, Any]) -> str | None:
-    """A prefill's bootstrap server (node 0 runs it, at the cluster address), or None."""
-    if endpoint.get("disaggregation_mode") != "prefill" or not endpoint.get("bootstrap_port"):
-        return None
-    if int(endpoint.get("rank") or 0) != 0:
-        return None
-    # netloc keeps an IPv6 address in its brackets, as HOST:PORT needs it.
-    address = urlsplit(endpoint["cluster_url"]).netloc.rsplit(":", 1)[0]
-    return f"{address}:{int(endpoint['bootstrap_port'])}"
-
-
-def sglang_verify_bootstrap_servers(host: str, hostvars: dict[str, Any],
-                                    groups: dict[str, list[str]]) -> list[str]:
-    """The prefill bootstrap servers (HOST:PORT) a server must reach: a prefill's own; for
-    every node of a decode server, each prefill of the pool its routers pair it with (the
-    router names the prefill and its port to the decode side, which asks that server before
-    every KV transfer). Empty for any other endpoint, or a pool no router in the inventory
-    fronts (nothing says which prefills it meets)."""
-    endpoint = hostvars[host].get("sglang_service_endpoint") or {}
-    mode = endpoint.get("disaggregation_mode") or ""
-    if mode == "prefill":
-        own = _bootstrap_address(endpoint)
-        return [own] if own else []
-    if mode != "decode":
-        return []
-    peers = set()
-    for router in groups.get("sglang_routers") or []:
-        if host not in groups.get(hostvars[router].get("sglang_router_decode_group") or "", []):
-            continue
-        for prefill in groups.get(hostvars[router].get("sglang_router_prefill_group") or "", []):
-            address = _bootstrap_address(hostvars[prefill].get("sglang_service_endpoint") or {})
-            if address:
-                peers.add(address)
-    return sorted(peers)
-
-
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"sglang_verify_verdict": sglang_verify_verdict,
-                "sglang_fleet_report": sglang_fleet_report,
-                "sglang_verify_bootstrap_servers": sglang_verify_bootstrap_servers}
+                "sglang_fleet_report": sglang_fleet_report}

@@ -227,3 +227,66 @@ def test_a_deployment_host_without_a_passing_verification_is_named():
     hostvars = {"r1": {"sglang_verify_result": {"passed": True}},
                 "p1": {"sglang_verify_result": {"passed": False}}, "d1": {}}
     assert pd.sglang_pd_unverified(["r1", "p1", "d1"], hostvars) == ["p1", "d1"]
+
+
+def pd_fleet():
+    """Two PD deployments: router r1 pairs prefill pool pa (p1, 2-node p2) with decode pool
+    da (d1); r2 pairs pool pb (p3) with da too; d9 is in a pool no router fronts."""
+    def server(mode, address, rank=0, port=None):
+        return {"sglang_service_endpoint": {
+            "disaggregation_mode": mode, "rank": rank, "bootstrap_port": port,
+            "cluster_url": f"http://{address}:30000"}}
+    hostvars = {"p1": server("prefill", "10.0.0.1", port=8998),
+                "p2": server("prefill", "10.0.0.2", port=9000),
+                "p2b": server("prefill", "10.0.0.3", rank=1, port=9000),
+                "p3": server("prefill", "[fd00::4]", port=8998),
+                "d1": server("decode", "10.0.1.1"), "d1b": server("decode", "10.0.1.2", rank=1),
+                "d9": server("decode", "10.0.1.9"), "m1": server("", "10.0.2.1"),
+                "r1": {"sglang_router_prefill_group": "pa", "sglang_router_decode_group": "da"},
+                "r2": {"sglang_router_prefill_group": "pb", "sglang_router_decode_group": "da"},
+                "r3": {"sglang_router_server_group": "mono"}}
+    groups = {"sglang_routers": ["r1", "r2", "r3"], "pa": ["p1", "p2", "p2b"], "pb": ["p3"],
+              "da": ["d1", "d1b"], "db": ["d9"], "mono": ["m1"]}
+    return hostvars, groups
+
+
+@pytest.mark.parametrize("host,servers", [
+    # Every node of a decode server: each prefill (its node 0) of every router's pool.
+    ("d1", ["10.0.0.1:8998", "10.0.0.2:9000", "[fd00::4]:8998"]),
+    ("d1b", ["10.0.0.1:8998", "10.0.0.2:9000", "[fd00::4]:8998"]),
+    ("p2", ["10.0.0.2:9000"]),   # a prefill: its own
+    ("p2b", []),                  # its node 1 runs no bootstrap server
+    ("d9", []),                   # no router in the inventory says whom it meets
+    ("m1", []), ("r1", []),       # monolithic servers and routers have none
+])
+def test_each_server_is_given_the_bootstrap_servers_it_depends_on(host, servers):
+    hostvars, groups = pd_fleet()
+    assert pd.sglang_pd_bootstrap_servers(host, hostvars, groups) == servers
+
+
+@pytest.mark.parametrize("host,paths", [
+    # A decode node: to each bootstrap server it depends on, from itself.
+    ("d1b", [("d1b", "10.0.0.1:8998"), ("d1b", "10.0.0.2:9000"), ("d1b", "[fd00::4]:8998")]),
+    # A prefill's node 0: to its own, from every node of the decode pools it is paired with.
+    ("p1", [("d1", "10.0.0.1:8998"), ("d1b", "10.0.0.1:8998")]),
+    ("p3", [("d1", "[fd00::4]:8998"), ("d1b", "[fd00::4]:8998")]),
+    ("p2b", []), ("d9", []), ("m1", []), ("r1", []),
+])
+def test_the_rollout_walks_every_path_of_a_servers_kv_handshake(host, paths):
+    hostvars, groups = pd_fleet()
+    assert [(p["from"], p["to"]) for p in pd.sglang_pd_bootstrap_paths(host, hostvars, groups)] \
+        == paths
+
+
+def test_a_path_that_did_not_answer_200_is_named_with_why():
+    def result(to, **fields):
+        return {"item": {"from": "d1", "to": to}, **fields}
+    results = [result("p1:8998", status=200),
+               result("p2:8998", status=-1, msg="Status code was -1 and not [200]: Request "
+                                                "failed: <urlopen error timed out>"),
+               result("p3:8998", status=503, msg=""), result("p4:8998", skipped=True)]
+    assert pd.sglang_pd_unanswered(results) == [
+        "d1 cannot reach the bootstrap server p2:8998 (Status code was -1 and not [200]: "
+        "Request failed: <urlopen error timed out>)",
+        "d1 cannot reach the bootstrap server p3:8998 (HTTP 503)"]
+    assert pd.sglang_pd_unanswered([]) == []

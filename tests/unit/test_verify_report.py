@@ -77,38 +77,3 @@ def test_fleet_fails_when_a_host_has_no_result():
     assert fleet["passed"] and fleet["hosts"][0]["gpu"] == gpu
     with pytest.raises(report.AnsibleFilterError):
         report.sglang_fleet_report([], {}, "production", "T")
-
-
-def pd_fleet():
-    """Two PD deployments: router r1 pairs prefill pool pa (p1, 2-node p2) with decode pool
-    da (d1); r2 pairs pool pb (p3) with da too; d9 is in a pool no router fronts."""
-    def server(mode, address, rank=0, port=None):
-        return {"sglang_service_endpoint": {
-            "disaggregation_mode": mode, "rank": rank, "bootstrap_port": port,
-            "cluster_url": f"http://{address}:30000"}}
-    hostvars = {"p1": server("prefill", "10.0.0.1", port=8998),
-                "p2": server("prefill", "10.0.0.2", port=9000),
-                "p2b": server("prefill", "10.0.0.3", rank=1, port=9000),
-                "p3": server("prefill", "[fd00::4]", port=8998),
-                "d1": server("decode", "10.0.1.1"), "d1b": server("decode", "10.0.1.2", rank=1),
-                "d9": server("decode", "10.0.1.9"), "m1": server("", "10.0.2.1"),
-                "r1": {"sglang_router_prefill_group": "pa", "sglang_router_decode_group": "da"},
-                "r2": {"sglang_router_prefill_group": "pb", "sglang_router_decode_group": "da"},
-                "r3": {"sglang_router_server_group": "mono"}}
-    groups = {"sglang_routers": ["r1", "r2", "r3"], "pa": ["p1", "p2", "p2b"], "pb": ["p3"],
-              "da": ["d1", "d1b"], "db": ["d9"], "mono": ["m1"]}
-    return hostvars, groups
-
-
-@pytest.mark.parametrize("host,servers", [
-    # Every node of a decode server: each prefill (its node 0) of every router's pool.
-    ("d1", ["10.0.0.1:8998", "10.0.0.2:9000", "[fd00::4]:8998"]),
-    ("d1b", ["10.0.0.1:8998", "10.0.0.2:9000", "[fd00::4]:8998"]),
-    ("p2", ["10.0.0.2:9000"]),   # a prefill: its own
-    ("p2b", []),                  # its node 1 runs no bootstrap server
-    ("d9", []),                   # no router in the inventory says whom it meets
-    ("m1", []), ("r1", []),       # monolithic servers and routers have none
-])
-def test_each_server_is_given_the_bootstrap_servers_it_depends_on(host, servers):
-    hostvars, groups = pd_fleet()
-    assert report.sglang_verify_bootstrap_servers(host, hostvars, groups) == servers

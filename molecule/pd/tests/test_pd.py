@@ -3,8 +3,9 @@ converge's verify report (through the router, and each pool's health), a decode 
 off from the prefill's bootstrap port failing verify.yml at once, a second converge that
 changes nothing, the topology status.yml shows, the decode pool rolled under traffic with
 zero failed requests, a decode rollout that fails its gate (rolled back, stopped, still
-zero failed requests), one cut off from the bootstrap port failing its gate at once, the
-only prefill server's rollout refused under the floor and rolled with the floor lowered,
+zero failed requests), a decode server and then the prefill rolled while pd-2 is cut off
+from the bootstrap port (each kept out of its router and rolled back), the only prefill
+server's rollout refused under the floor and rolled with the floor lowered,
 a killed prefill process that restarts and serves again, and smg taking over from
 sglang-router in PD mode.
 Runs from verify.yml.
@@ -15,6 +16,7 @@ host pd-router); pd-2 and pd-3: the decode pool (pd_decode), one server each.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -193,25 +195,37 @@ def test_a_decode_rollout_that_fails_its_gate_rolls_back_its_first_server_and_st
     assert all(f"http://{h}:30000" in json.dumps(router("/workers")[1]) for h in DECODE)
 
 
-def test_a_decode_rollout_cut_off_from_the_prefills_bootstrap_port_fails_its_gate_at_once():
-    """pd-2, rolled while its packets to pd-1's bootstrap port are dropped: its gate (through
-    the router) stops at the bootstrap check, runs no chat and no GSM8K question (each
-    would wait out the 300 s bootstrap timeout), and pd-2 is rolled back."""
-    previous = unit("pd-2")
+def cut_off_rollout(extra: dict) -> subprocess.CompletedProcess:
+    """rollout.yml while pd-2's packets to pd-1's bootstrap port are dropped."""
     unblock = block_port("pd-1", BOOTSTRAP_PORT, source=address("pd-2"))
     try:
-        run = playbook("rollout.yml", extra={
-            "sglang_service_max_running_requests": "{{ 44 if 'pd_decode' in group_names "
-                                                   "else none }}"})
+        return playbook("rollout.yml", extra=extra)
     finally:
         unblock()
+
+
+def kept_out_of_the_router(run: subprocess.CompletedProcess, host: str) -> None:
+    """The rollout stopped at host's KV handshake check: rolled back, its gate never run,
+    and named the path that did not answer."""
     assert run.returncode != 0, run.stdout[-4000:]
-    assert "Rollout stopped at group pd-2, which was rolled back" in run.stdout, run.stdout[-4000:]
-    assert f"pd-2: smoke check bootstrap {BOOTSTRAP} failed" in run.stdout, run.stdout[-4000:]
-    assert f"pd-2: smoke check chat failed: expected a reachable bootstrap server first, got " \
-           f"not run: this node cannot reach {BOOTSTRAP}" in run.stdout, run.stdout[-4000:]
-    rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", "pd-2")["groups"]}
-    assert rows["pd-2"]["status"] == "rolled back" and not rows["pd-2"].get("gsm8k"), rows
+    text = " ".join(run.stdout.split())
+    assert f"Rollout stopped at group {host}, which was rolled back: group | Stop unless every " \
+           f"path of the KV handshake answered: pd-2 cannot reach the bootstrap server " \
+           f"{BOOTSTRAP} (" in text, run.stdout[-4000:]
+    assert f"so {host} does not go back in its router" in text
+    rows = {r["group"]: r for r in latest_report("*-rollout/rollout.json", "group", host)["groups"]}
+    assert rows[host]["status"] == "rolled back" and not rows[host].get("gsm8k"), rows
+
+
+def test_a_decode_server_cut_off_from_the_prefills_bootstrap_port_is_kept_out_of_its_router():
+    """pd-2, rolled while its packets to pd-1's bootstrap port are dropped: every request
+    the router paired to it would wait out the 300 s bootstrap timeout, so the rollout
+    checks the handshake's paths before it puts pd-2 back, stops there in seconds, and
+    rolls pd-2 back."""
+    previous = unit("pd-2")
+    run = cut_off_rollout({"sglang_service_max_running_requests":
+                           "{{ 44 if 'pd_decode' in group_names else none }}"})
+    kept_out_of_the_router(run, "pd-2")
     assert unit("pd-2") == previous and healthy("pd-2")
     assert chat_once() == 200
 
@@ -228,6 +242,17 @@ def test_rolling_the_only_prefill_server_is_refused_before_anything_changes():
             "below sglang_rollout_min_serving_groups (1), which every pool keeps: add a prefill "
             "server to pd_prefill or lower the floor") in " ".join(run.stdout.split()), run.stdout[-4000:]
     assert {host: (started(host), unit(host)) for host in SERVERS} == before
+
+
+def test_a_prefill_server_a_decode_node_cannot_reach_is_kept_out_of_its_router():
+    """The same cut, met from the prefill's side: its rollout walks the path from every
+    decode node (pd-2 and pd-3) to its bootstrap server, and stops at pd-2's."""
+    previous = unit("pd-1")
+    run = cut_off_rollout({**PREFILL_CHANGE, "sglang_rollout_min_serving_groups": 0})
+    kept_out_of_the_router(run, "pd-1")
+    assert f"pd-3 cannot reach" not in run.stdout
+    assert unit("pd-1") == previous and healthy("pd-1")
+    assert chat_once() == 200
 
 
 def test_with_the_floor_lowered_the_prefill_server_rolls_and_rejoins_the_router():
